@@ -1,0 +1,29 @@
+# Set-up and everyday commands. `make serve` and `make test` are the README's two set-up commands.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: serve test lint demo-model bench
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+serve: $(STAMP)
+	$(BIN)/aqa serve
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+# Re-create the bundled demo model from nothing (synthetic data + training + fresh-set evaluation).
+demo-model: $(STAMP)
+	$(BIN)/aqa demo build
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py

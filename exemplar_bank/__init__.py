@@ -1,0 +1,1 @@
+"""exemplar_bank."""

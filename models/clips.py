@@ -1,0 +1,71 @@
+"""Which frames of the sampled video go into each backbone clip.
+
+CoRe (Yu et al., ICCV 2021) reads 103 frames as 10 overlapping clips of 16 frames starting at
+0, 10, ..., 80 and 86, and averages the clip features; TPT (Bai et al., ECCV 2022) reads 20 clips of
+8 frames with stride 5 and keeps one feature per clip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class ClipProtocol:
+    """Clip length and the start frame of every clip, over a video of ``num_frames`` frames."""
+
+    length: int
+    starts: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if self.length < 1 or not self.starts or min(self.starts) < 0:
+            raise ValueError(f"invalid clip protocol: length={self.length}, starts={self.starts}")
+
+    @property
+    def num_clips(self) -> int:
+        return len(self.starts)
+
+    @property
+    def frames_needed(self) -> int:
+        return max(self.starts) + self.length
+
+    @classmethod
+    def strided(cls, num_frames: int, length: int, stride: int) -> ClipProtocol:
+        """Clips every ``stride`` frames; a last clip is added to end on the final frame if needed."""
+        if num_frames < length:
+            raise ValueError(f"{num_frames} frames cannot hold a clip of {length}")
+        starts = list(range(0, num_frames - length + 1, stride))
+        if starts[-1] != num_frames - length:
+            starts.append(num_frames - length)
+        return cls(length=length, starts=tuple(starts))
+
+    @classmethod
+    def core_mtl(cls) -> ClipProtocol:
+        """CoRe's reference protocol over 103 frames (the last start is 86, as in its code)."""
+        return cls(length=16, starts=(0, 10, 20, 30, 40, 50, 60, 70, 80, 86))
+
+    @classmethod
+    def tpt(cls) -> ClipProtocol:
+        """TPT's reference protocol: 20 clips of 8 frames, stride 5, over 103 frames."""
+        return cls.strided(103, 8, 5)
+
+    def split(self, video: torch.Tensor) -> torch.Tensor:
+        """(C, T, H, W) or (B, C, T, H, W) -> (num_clips * B, C, length, H, W), clip-major per video.
+
+        For a batch the result is ordered video by video: rows ``b * num_clips + k``.
+        """
+        batched = video if video.dim() == 5 else video.unsqueeze(0)
+        if batched.shape[2] < self.frames_needed:
+            raise ValueError(f"clip protocol needs {self.frames_needed} frames, video has {batched.shape[2]}")
+        clips = torch.stack([batched[:, :, s : s + self.length] for s in self.starts], dim=1)
+        return clips.flatten(0, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"length": self.length, "starts": list(self.starts)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ClipProtocol:
+        return cls(length=int(data["length"]), starts=tuple(int(s) for s in data["starts"]))

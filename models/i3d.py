@@ -1,0 +1,291 @@
+"""Inflated Inception-v1 (I3D), Carreira & Zisserman, "Quo Vadis, Action Recognition?", CVPR 2017.
+
+The network of the paper's Fig. 3 (left): a stem of 3-D convolutions and max-pools, nine Inception
+modules (Fig. 3, right: four parallel branches, 1x1x1 | 1x1x1 -> 3x3x3 | 1x1x1 -> 3x3x3 |
+3x3x3 max-pool -> 1x1x1, concatenated on channels) and a 1x1x1 convolution classifier. Every
+convolution is Conv3d (no bias) -> BatchNorm (eps 1e-3, momentum 0.01) -> ReLU, and every convolution
+and max-pool pads TF-style "SAME" (:func:`same_padding`).
+
+State-dict layout
+-----------------
+Module and key names follow the PyTorch port by piergiaj (``pytorch_i3d.py``), so its Kinetics
+checkpoint ``rgb_imagenet.pt`` loads with ``load_state_dict(sd, strict=True)``. Shapes at
+``width=1.0``; ``bn.*`` is ``bn.{weight, bias, running_mean, running_var}``, each of shape (out
+channels,); max-pools have no tensors::
+
+    module kernel/stride          key prefix                         tensors
+    Conv3d_1a_7x7 7x7x7/2         Conv3d_1a_7x7.                     conv3d.weight (64, 3, 7, 7, 7), bn.*
+    MaxPool3d_2a_3x3 1x3x3/1,2,2
+    Conv3d_2b_1x1 1x1x1/1         Conv3d_2b_1x1.                     conv3d.weight (64, 64, 1, 1, 1), bn.*
+    Conv3d_2c_3x3 3x3x3/1         Conv3d_2c_3x3.                     conv3d.weight (192, 64, 3, 3, 3), bn.*
+    MaxPool3d_3a_3x3 1x3x3/1,2,2
+    Mixed_3b, Mixed_3c            Mixed_3b.{b0,b1a,b1b,b2a,b2b,b3b}. conv3d.weight (c, c_in, k, k, k), bn.*
+    MaxPool3d_4a_3x3 3x3x3/2
+    Mixed_4b ... Mixed_4f         Mixed_4b.{...}.                    as above
+    MaxPool3d_5a_2x2 2x2x2/2
+    Mixed_5b, Mixed_5c            Mixed_5b.{...}.                    as above (Mixed_5c: 1024 channels out)
+    logits 1x1x1/1                logits.conv3d.                     weight (400, 1024, 1, 1, 1), bias (400,)
+
+In an Inception module, ``c`` comes from :data:`INCEPTION_CHANNELS`, ``k`` is 3 for b1b and b2b and 1
+otherwise, ``c_in`` is b1a's / b2a's ``c`` for b1b / b2b and the module input otherwise; ``b3a`` is the
+3x3x3 / 1 max-pool (no tensors).
+
+That is 57 units x 5 + 2 = 287 tensors and 12,697,264 parameters (checked in ``tests/test_i3d.py``).
+BatchNorm's ``num_batches_tracked`` counter is not part of the layout (the port's checkpoint comes
+from a PyTorch that predates it): :class:`BatchNorm3dNoCounter` keeps it out of ``state_dict()`` and
+ignores it if a checkpoint carries one, so checkpoints with or without the counters load strictly. The counter is
+only read when ``momentum`` is None, which it never is here.
+
+Input: (N, 3, T, H, W) in [-1, 1] (the Kinetics convention, ``x / 127.5 - 1``). ``I3D(width=w)``
+scales every channel count (:func:`scale_channels`) for a small CPU model with the same key names.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.clips import ClipProtocol
+
+Triple = tuple[int, int, int]
+
+BN_EPS = 1e-3
+BN_MOMENTUM = 0.01
+CHANNEL_DIVISOR = 8
+INPUT_LIMIT = 1.5
+
+# Inception-v1 channel counts per module (Szegedy et al. 2015, Table 1; I3D Fig. 3):
+# (b0 1x1, b1a 3x3-reduce, b1b 3x3, b2a "5x5"-reduce, b2b "5x5" (3x3x3 in I3D), b3b pool-projection).
+INCEPTION_CHANNELS: dict[str, tuple[int, int, int, int, int, int]] = {
+    "Mixed_3b": (64, 96, 128, 16, 32, 32),
+    "Mixed_3c": (128, 128, 192, 32, 96, 64),
+    "Mixed_4b": (192, 96, 208, 16, 48, 64),
+    "Mixed_4c": (160, 112, 224, 24, 64, 64),
+    "Mixed_4d": (128, 128, 256, 24, 64, 64),
+    "Mixed_4e": (112, 144, 288, 32, 64, 64),
+    "Mixed_4f": (256, 160, 320, 32, 128, 128),
+    "Mixed_5b": (256, 160, 320, 32, 128, 128),
+    "Mixed_5c": (384, 192, 384, 48, 128, 128),
+}
+
+# Max-pool name -> (kernel, stride), and the order in which the feature stages run.
+_POOLS: dict[str, tuple[Triple, Triple]] = {
+    "MaxPool3d_2a_3x3": ((1, 3, 3), (1, 2, 2)),
+    "MaxPool3d_3a_3x3": ((1, 3, 3), (1, 2, 2)),
+    "MaxPool3d_4a_3x3": ((3, 3, 3), (2, 2, 2)),
+    "MaxPool3d_5a_2x2": ((2, 2, 2), (2, 2, 2)),
+}
+_STAGES = (
+    "Conv3d_1a_7x7", "MaxPool3d_2a_3x3", "Conv3d_2b_1x1", "Conv3d_2c_3x3", "MaxPool3d_3a_3x3",
+    "Mixed_3b", "Mixed_3c", "MaxPool3d_4a_3x3",
+    "Mixed_4b", "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_4f", "MaxPool3d_5a_2x2",
+    "Mixed_5b", "Mixed_5c",
+)  # fmt: skip
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TF "SAME" padding of one dimension as (front, back), so the output has ceil(size / stride).
+
+    total = max(kernel - stride, 0) if size % stride == 0 else max(kernel - size % stride, 0);
+    front = total // 2, back = total - front (the extra pixel goes at the end).
+    """
+    remainder = size % stride
+    total = max(kernel - (stride if remainder == 0 else remainder), 0)
+    return total // 2, total - total // 2
+
+
+def pad_same(x: torch.Tensor, kernel: Triple, stride: Triple) -> torch.Tensor:
+    """Zero-pad (N, C, T, H, W) for a "SAME" window of ``kernel`` / ``stride`` (no copy if no pad)."""
+    pads: list[int] = []
+    for size, k, s in reversed(list(zip(x.shape[2:], kernel, stride))):  # F.pad wants W, H, T
+        pads.extend(same_padding(size, k, s))
+    return F.pad(x, pads) if any(pads) else x
+
+
+def scale_channels(channels: int, width: float) -> int:
+    """``channels * width`` rounded half-up to a multiple of 8, at least 8 (exact for width 1.0)."""
+    return max(CHANNEL_DIVISOR, int(channels * width / CHANNEL_DIVISOR + 0.5) * CHANNEL_DIVISOR)
+
+
+class BatchNorm3dNoCounter(nn.BatchNorm3d):
+    """BatchNorm3d whose ``num_batches_tracked`` stays out of the state dict, in and out.
+
+    With a fixed ``momentum`` the counter is never used; dropping it keeps the 287-key layout exact.
+    """
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__(num_features, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.register_buffer("num_batches_tracked", self.num_batches_tracked, persistent=False)
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict,
+        prefix: str,
+        local_metadata: dict,
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        state_dict.pop(prefix + "num_batches_tracked", None)
+        # Version 2 tells _NormBase not to insert a default counter for "old" checkpoints.
+        metadata = {**local_metadata, "version": 2}
+        super()._load_from_state_dict(
+            state_dict, prefix, metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+
+class Unit3D(nn.Module):
+    """SAME-padded Conv3d -> BatchNorm3d -> ReLU; keys ``conv3d.*`` and ``bn.*``."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: Triple = (1, 1, 1),
+        stride: Triple = (1, 1, 1),
+        *,
+        batch_norm: bool = True,
+        activation: bool = True,
+        bias: bool = False,
+    ) -> None:
+        super().__init__()
+        self.kernel, self.stride, self.activation = kernel, stride, activation
+        self.conv3d = nn.Conv3d(in_channels, out_channels, kernel, stride, padding=0, bias=bias)
+        self.bn = BatchNorm3dNoCounter(out_channels) if batch_norm else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv3d(pad_same(x, self.kernel, self.stride))
+        if self.bn is not None:
+            x = self.bn(x)
+        return F.relu(x) if self.activation else x
+
+
+class MaxPool3dSame(nn.Module):
+    """Max-pool with SAME zero padding, as in the port.
+
+    Zero padding equals TF's (which ignores padded cells) because every pool here follows a ReLU.
+    """
+
+    def __init__(self, kernel: Triple, stride: Triple) -> None:
+        super().__init__()
+        self.kernel, self.stride = kernel, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.max_pool3d(pad_same(x, self.kernel, self.stride), self.kernel, self.stride)
+
+
+class InceptionModule(nn.Module):
+    """Fig. 3 (right): concat(b0(x), b1b(b1a(x)), b2b(b2a(x)), b3b(b3a(x))) on channels."""
+
+    def __init__(self, in_channels: int, channels: tuple[int, int, int, int, int, int]) -> None:
+        super().__init__()
+        c0, c1a, c1b, c2a, c2b, c3b = channels
+        self.b0 = Unit3D(in_channels, c0)
+        self.b1a = Unit3D(in_channels, c1a)
+        self.b1b = Unit3D(c1a, c1b, (3, 3, 3))
+        self.b2a = Unit3D(in_channels, c2a)
+        self.b2b = Unit3D(c2a, c2b, (3, 3, 3))
+        self.b3a = MaxPool3dSame((3, 3, 3), (1, 1, 1))
+        self.b3b = Unit3D(in_channels, c3b)
+        self.out_channels = c0 + c1b + c2b + c3b
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat(
+            [self.b0(x), self.b1b(self.b1a(x)), self.b2b(self.b2a(x)), self.b3b(self.b3a(x))], dim=1
+        )
+
+
+class I3D(nn.Module):
+    """I3D with the piergiaj state-dict layout and an optional channel width multiplier.
+
+    ``width`` scales every channel count with :func:`scale_channels` (same modules, same key names);
+    ``width=1.0`` is the standard model, and 0.5 / 0.25 give ``feature_dim`` 512 / 256.
+    ``dropout`` is the drop probability before the classifier (the port's 0.5).
+    """
+
+    def __init__(
+        self, num_classes: int = 400, width: float = 1.0, in_channels: int = 3, dropout: float = 0.5
+    ) -> None:
+        super().__init__()
+        if width <= 0:
+            raise ValueError(f"width must be > 0, got {width}")
+        if num_classes < 1 or in_channels < 1:
+            raise ValueError(f"need num_classes >= 1 and in_channels >= 1, got {num_classes}, {in_channels}")
+        self.width, self.in_channels, self.num_classes = width, in_channels, num_classes
+        c64, c192 = scale_channels(64, width), scale_channels(192, width)
+        self.Conv3d_1a_7x7 = Unit3D(in_channels, c64, (7, 7, 7), (2, 2, 2))
+        self.Conv3d_2b_1x1 = Unit3D(c64, c64)
+        self.Conv3d_2c_3x3 = Unit3D(c64, c192, (3, 3, 3))
+        for name, (kernel, stride) in _POOLS.items():
+            setattr(self, name, MaxPool3dSame(kernel, stride))
+        channels = c192
+        for name, table in INCEPTION_CHANNELS.items():
+            module = InceptionModule(channels, tuple(scale_channels(c, width) for c in table))
+            setattr(self, name, module)
+            channels = module.out_channels
+        self._feature_dim = channels
+        self.dropout = nn.Dropout(dropout)
+        self.logits = Unit3D(channels, num_classes, batch_norm=False, activation=False, bias=True)
+
+    @property
+    def feature_dim(self) -> int:
+        """Channels after Mixed_5c: 1024 at width 1.0."""
+        return self._feature_dim
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, T, H, W) in [-1, 1] -> (N, feature_dim): Mixed_5c averaged over its T, H, W.
+
+        For 16 x 224 x 224 clips Mixed_5c is 2 x 7 x 7 and this equals the port's AvgPool3d([2, 7, 7]);
+        for other sizes it is the global average (the port's fixed kernel would leave a grid or fail).
+        """
+        if x.dim() != 5 or x.shape[1] != self.in_channels:
+            raise ValueError(f"I3D expects (N, {self.in_channels}, T, H, W), got {tuple(x.shape)}")
+        for name in _STAGES:
+            x = getattr(self, name)(x)
+        return x.mean(dim=(2, 3, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, T, H, W) -> (N, num_classes) logits: pooled features -> dropout -> 1x1x1 conv."""
+        pooled = self.forward_features(x)[:, :, None, None, None]
+        return self.logits(self.dropout(pooled)).flatten(1)
+
+    def extract_clip_features(
+        self,
+        video: torch.Tensor,
+        clips: ClipProtocol,
+        batch_size: int | None = None,
+        check_range: bool = True,
+    ) -> torch.Tensor:
+        """(C, T, H, W) or (B, C, T, H, W) -> (B, num_clips, feature_dim), one feature per clip.
+
+        Clips are cut as in :meth:`ClipProtocol.split` (row ``b * num_clips + k``) and run
+        ``batch_size`` at a time (all at once if None), so at most ``batch_size`` clips are in memory.
+        ``check_range`` rejects input outside [-1.5, 1.5] (e.g. raw [0, 255] pixels); pass False for
+        other normalisations such as ImageNet mean/std. Gradients and train/eval mode are the caller's.
+        """
+        if video.dim() not in (4, 5):
+            raise ValueError(f"video must be (C, T, H, W) or (B, C, T, H, W), got {tuple(video.shape)}")
+        batched = video if video.dim() == 5 else video.unsqueeze(0)
+        if batched.shape[1] != self.in_channels:
+            raise ValueError(f"video must have {self.in_channels} channels, got shape {tuple(video.shape)}")
+        if batched.shape[2] < clips.frames_needed:
+            frames = batched.shape[2]
+            raise ValueError(f"clip protocol needs {clips.frames_needed} frames, video has {frames}")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
+        if check_range:
+            low, high = torch.aminmax(batched.detach())
+            if not (low >= -INPUT_LIMIT and high <= INPUT_LIMIT):
+                raise ValueError(
+                    f"video values span [{low.item():.3g}, {high.item():.3g}]; the Kinetics I3D expects "
+                    "input in [-1, 1] (pixels / 127.5 - 1)"
+                )
+        windows = [(b, start) for b in range(batched.shape[0]) for start in clips.starts]
+        step = batch_size or len(windows)
+        features = []
+        for first in range(0, len(windows), step):
+            chunk = [batched[b, :, s : s + clips.length] for b, s in windows[first : first + step]]
+            features.append(self.forward_features(torch.stack(chunk)))
+        return torch.cat(features).view(batched.shape[0], clips.num_clips, self.feature_dim)

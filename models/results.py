@@ -1,0 +1,69 @@
+"""What scoring returns: the score, its uncertainty and the evidence behind it.
+
+Pydantic models so the CLI, the Celery task, the embedded worker and the HTTP API share one schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class ExemplarVote(BaseModel):
+    """One exemplar's vote: its known score plus the relative score the head predicted against it."""
+
+    id: str = Field(description="Exemplar id in the bank.")
+    final_score: float = Field(description="The exemplar's final score (judges' result).")
+    label: float = Field(description="The exemplar's label in the head's units (execution or final score).")
+    relative: float = Field(description="Predicted query label minus exemplar label.")
+    vote: float = Field(description="label + relative: this exemplar's estimate of the query label.")
+    difficulty: float | None = None
+    action_class: str | None = None
+    selected_because: str = Field(description="Why this exemplar was chosen (selection tier).")
+    evidence: dict[str, Any] = Field(default_factory=dict, description="Head-specific evidence.")
+
+
+class Interval(BaseModel):
+    low: float
+    high: float
+    level: float = 0.9
+    method: Literal["conformal", "votes"] = Field(
+        description="'conformal': from held-out absolute residuals of this model (coverage measured on "
+        "its test split); 'votes': 5th-95th percentile of the exemplar votes (no calibration available)."
+    )
+
+
+class VideoSummary(BaseModel):
+    codec: str
+    width: int
+    height: int
+    fps: float
+    duration_seconds: float
+    frame_count: int
+
+
+class ModelRef(BaseModel):
+    id: str
+    version: str
+    head: str
+    fingerprint: str
+
+
+class ScoreResult(BaseModel):
+    """The result of scoring one dive video."""
+
+    score: float = Field(description="Predicted final score (execution x difficulty when difficulty is used).")
+    interval: Interval
+    execution_score: float | None = Field(
+        default=None, description="Predicted final score / difficulty (sum of the three counted judges)."
+    )
+    difficulty: float | None = Field(default=None, description="Difficulty degree used.")
+    difficulty_source: Literal["given", "estimated", "not_used"] = "not_used"
+    action_class: str | None = None
+    vote_spread: float = Field(description="Standard deviation of the exemplar votes, in score units.")
+    votes: list[ExemplarVote]
+    evidence: dict[str, Any] = Field(default_factory=dict, description="Head-specific evidence for the query.")
+    model: ModelRef
+    video: VideoSummary | None = None
+    timings: dict[str, float] = Field(default_factory=dict, description="Seconds per stage.")

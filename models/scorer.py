@@ -1,0 +1,176 @@
+"""The scoring core: ``Scorer.score(video) -> ScoreResult``.
+
+One implementation for every caller (CLI, embedded worker, Celery task, tests)::
+
+    video --decode--> frames --backbone--> per-clip features --bank--> M exemplars --head--> votes
+
+Multi-exemplar voting (CoRe, Yu et al. 2021, Sec. 3.3): s = (1/M) sum_m (R(f, f_m) + s_m). Exemplar
+features come from the bank; the M head evaluations run as one batch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from exemplar_bank.bank import ExemplarBank
+from exemplar_bank.selection import select_exemplars
+from models.heads import CoReScoringHead, ScoringHead
+from models.i3d import I3D
+from models.model_dir import (
+    BACKBONE_WEIGHTS, BANK_DIR, HEAD_WEIGHTS, ModelConfig, ModelDirError, feature_fingerprint,
+)
+from models.results import ExemplarVote, Interval, ModelRef, ScoreResult, VideoSummary
+from video.decode import DecodedVideo, VideoLimits, decode_video
+
+DIFFICULTY_NEIGHBOURS = 10
+
+
+@dataclass(frozen=True)
+class QueryLabels:
+    """What the caller knows about the dive; unknown fields are None."""
+
+    difficulty: float | None = None
+    action_class: str | None = None
+
+
+class Scorer:
+    """A loaded model: backbone, head and exemplar bank, ready to score videos."""
+
+    def __init__(self, config: ModelConfig, backbone: I3D, head: ScoringHead, bank: ExemplarBank,
+                 fingerprint: str, device: torch.device) -> None:
+        self.config = config
+        self.backbone = backbone
+        self.head = head
+        self.bank = bank
+        self.fingerprint = fingerprint
+        self.device = device
+        self.preprocessing = config.preprocessing_obj
+        self.clips = config.clip_protocol
+        self._bank_labels = torch.tensor([self._label_of(e.final_score, e.difficulty) for e in bank.exemplars])
+
+    @classmethod
+    def from_dir(cls, model_dir: Path, device: str = "cpu") -> Scorer:
+        """Load a model directory; the bank must carry this backbone's feature fingerprint."""
+        model_dir = Path(model_dir)
+        config = ModelConfig.load(model_dir)
+        for name in (BACKBONE_WEIGHTS, HEAD_WEIGHTS):
+            if not (model_dir / name).is_file():
+                raise ModelDirError(f"{model_dir} is missing {name}")
+        backbone_state = load_file(str(model_dir / BACKBONE_WEIGHTS))
+        backbone = I3D(width=config.backbone.width)
+        backbone.load_state_dict(backbone_state, strict=True)
+        backbone.eval().to(device)
+        if config.head != "core":
+            raise ModelDirError(f"unknown head {config.head!r}")
+        head = CoReScoringHead.from_config(
+            config.backbone.feature_dim, config.labels.scale, config.head_config,
+            load_file(str(model_dir / HEAD_WEIGHTS)),
+        )
+        fingerprint = feature_fingerprint(backbone_state, config.backbone, config.preprocessing_obj,
+                                          config.clip_protocol)
+        bank = ExemplarBank.load(model_dir / BANK_DIR, expected_fingerprint=fingerprint)
+        return cls(config, backbone, head, bank, fingerprint, torch.device(device))
+
+    @property
+    def model_ref(self) -> ModelRef:
+        return ModelRef(id=self.config.model_id, version=self.config.version, head=self.config.head,
+                        fingerprint=self.fingerprint)
+
+    def _label_of(self, final_score: float, difficulty: float | None) -> float:
+        if self.config.labels.kind == "execution":
+            if not difficulty:
+                raise ValueError("an execution-label model needs every exemplar's difficulty")
+            return final_score / difficulty
+        return final_score
+
+    @torch.inference_mode()
+    def extract_features(self, decoded: DecodedVideo) -> torch.Tensor:
+        """uint8 frames (T, H, W, 3) -> per-clip features (num_clips, D)."""
+        video = self.preprocessing.normalize(decoded.frames).to(self.device)
+        return self.backbone.extract_clip_features(video, self.clips)[0].cpu()
+
+    def score(self, path: Path, labels: QueryLabels = QueryLabels(), limits: VideoLimits = VideoLimits(),
+              exclude_ids: frozenset[str] = frozenset()) -> ScoreResult:
+        """Decode, extract features and vote. Raises video.errors.VideoError for unusable files."""
+        t0 = time.perf_counter()
+        decoded = decode_video(Path(path), self.preprocessing, limits)
+        t1 = time.perf_counter()
+        clip_features = self.extract_features(decoded)
+        t2 = time.perf_counter()
+        result = self.score_features(clip_features, labels, exclude_ids=exclude_ids)
+        t3 = time.perf_counter()
+        info = decoded.info
+        result.video = VideoSummary(codec=info.codec, width=info.width, height=info.height, fps=info.fps,
+                                    duration_seconds=info.duration_seconds, frame_count=info.frame_count)
+        result.timings = {"decode": t1 - t0, "features": t2 - t1, "voting": t3 - t2, "total": t3 - t0}
+        return result
+
+    def score_features(self, clip_features: torch.Tensor, labels: QueryLabels = QueryLabels(),
+                       exclude_ids: frozenset[str] = frozenset()) -> ScoreResult:
+        """Vote with precomputed per-clip features (num_clips, D) of the query."""
+        pooled = clip_features.mean(0)
+        uses_difficulty = self.config.labels.kind == "execution"
+        difficulty, source = labels.difficulty, "given"
+        if uses_difficulty and difficulty is None:
+            difficulty, source = self.estimate_difficulty(pooled), "estimated"
+        selection = select_exemplars(
+            self.bank, pooled, self.config.voting.num_exemplars, difficulty=difficulty,
+            action_class=labels.action_class, strategy=self.config.voting.strategy,
+            exclude_ids=exclude_ids,
+        )
+        index = torch.tensor(selection.indices)
+        head_votes = self.head.vote(clip_features, self.bank.clip_features[index], self._bank_labels[index])
+        factor = difficulty if uses_difficulty else 1.0
+        final_votes = head_votes.votes.double().numpy() * factor
+        score = float(final_votes.mean())
+        votes = [
+            ExemplarVote(
+                id=self.bank.exemplars[i].id, final_score=self.bank.exemplars[i].final_score,
+                label=float(self._bank_labels[i]), relative=float(head_votes.relative[k]),
+                vote=float(head_votes.votes[k]), difficulty=self.bank.exemplars[i].difficulty,
+                action_class=self.bank.exemplars[i].action_class, selected_because=selection.reasons[k],
+                evidence=head_votes.per_exemplar_evidence[k] if head_votes.per_exemplar_evidence else {},
+            )
+            for k, i in enumerate(selection.indices)
+        ]
+        return ScoreResult(
+            score=score,
+            interval=self._interval(score, final_votes, factor),
+            execution_score=score / difficulty if uses_difficulty else None,
+            difficulty=difficulty if uses_difficulty else None,
+            difficulty_source=source if uses_difficulty else "not_used",
+            action_class=labels.action_class,
+            vote_spread=float(final_votes.std(ddof=1)) if len(final_votes) > 1 else 0.0,
+            votes=votes,
+            evidence=head_votes.evidence,
+            model=self.model_ref,
+        )
+
+    def estimate_difficulty(self, pooled: torch.Tensor) -> float:
+        """Most common difficulty among the nearest bank exemplars (cosine distance)."""
+        selection = select_exemplars(self.bank, pooled, DIFFICULTY_NEIGHBOURS, strategy="nearest")
+        counts = Counter(self.bank.exemplars[i].difficulty for i in selection.indices)
+        return float(counts.most_common(1)[0][0])
+
+    def _interval(self, score: float, final_votes: np.ndarray, factor: float) -> Interval:
+        calibration = self.config.calibration
+        if calibration is not None:
+            half = calibration.abs_residual_q90 * factor
+            return Interval(low=score - half, high=score + half, method="conformal")
+        low, high = np.percentile(final_votes, [5, 95]) if len(final_votes) > 1 else (score, score)
+        return Interval(low=float(low), high=float(high), method="votes")
+
+
+def conformal_quantile(abs_residuals: np.ndarray, level: float = 0.9) -> float:
+    """Split-conformal radius: the ceil((n + 1) * level)-th smallest |residual| (Vovk et al.)."""
+    ordered = np.sort(np.asarray(abs_residuals, dtype=float))
+    rank = min(math.ceil((len(ordered) + 1) * level), len(ordered))
+    return float(ordered[rank - 1])

@@ -1,0 +1,27 @@
+"""Shared fixtures that make real video files once per test session (makers live in tests/media.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.media import write_h264
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A session-wide folder for generated media."""
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="session")
+def clip_854x480(media_dir: Path) -> Path:
+    """4 s of 854x480 H.264 at 30 fps (120 frames), each frame's colour encoding its index."""
+    return write_h264(media_dir / "clip_854x480.mp4", frames=120, width=854, height=480, fps=30)
+
+
+@pytest.fixture(scope="session")
+def clip_2s(media_dir: Path) -> Path:
+    """2 s of 160x120 H.264 at 25 fps (50 frames), index-coded: small and fast for error cases."""
+    return write_h264(media_dir / "clip_2s.mp4", frames=50, width=160, height=120, fps=25)

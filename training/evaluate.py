@@ -1,0 +1,111 @@
+"""Evaluate a scorer on labelled dives it never saw: the field's metrics on final score AND execution.
+
+Difficulty alone ranks final scores well, so a final-score Spearman alone flatters a model; every
+evaluation also reports execution (final / difficulty) metrics and the difficulty-only baseline.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.scorer import QueryLabels, Scorer
+from training.datasets.records import DiveRecord
+from training.metrics import fisher_z_average, per_class_spearman, relative_l2, spearman
+
+
+@dataclass
+class Evaluation:
+    num_dives: int
+    final: dict[str, float]
+    execution: dict[str, float] | None
+    difficulty_only_spearman: float | None
+    fisher_z_spearman: float | None
+    per_class_spearman: dict[str, float]
+    interval_coverage: float
+    predictions: list[dict[str, Any]] = field(repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("predictions")
+        return data
+
+    def write(self, folder: Path, title: str) -> None:
+        """``evaluation.json`` (metrics + per-dive predictions) and ``scatter.png``."""
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "evaluation.json").write_text(json.dumps(asdict(self), indent=2) + "\n")
+        plot_scatter(self, folder / "scatter.png", title)
+
+
+def evaluate_scorer(scorer: Scorer, records: list[DiveRecord], clip_features: torch.Tensor,
+                    score_range: tuple[float, float], use_difficulty: bool = True) -> Evaluation:
+    """Score each record from its cached per-clip features; the record itself never votes for itself."""
+    rows = []
+    for record, features in zip(records, clip_features):
+        labels = QueryLabels(difficulty=record.difficulty if use_difficulty else None,
+                             action_class=record.action_class)
+        result = scorer.score_features(features, labels, exclude_ids=frozenset({record.key}))
+        rows.append({
+            "key": record.key, "true_final": record.final_score, "pred_final": result.score,
+            "difficulty": record.difficulty, "difficulty_used": result.difficulty,
+            "action_class": record.action_class, "interval_low": result.interval.low,
+            "interval_high": result.interval.high, "vote_spread": result.vote_spread,
+        })
+    return summarize(rows, score_range)
+
+
+def summarize(rows: list[dict[str, Any]], score_range: tuple[float, float]) -> Evaluation:
+    true = np.array([r["true_final"] for r in rows], float)
+    pred = np.array([r["pred_final"] for r in rows], float)
+    lo, hi = score_range
+    final = {"spearman": spearman(pred, true), "relative_l2_x100": 100 * relative_l2(pred, true, lo, hi)}
+    execution = difficulty_only = None
+    if all(r["difficulty"] for r in rows):
+        difficulty = np.array([r["difficulty"] for r in rows], float)
+        used = np.array([r["difficulty_used"] or np.nan for r in rows], float)
+        true_exec, pred_exec = true / difficulty, pred / np.where(np.isnan(used), difficulty, used)
+        # execution labels span [0, 30] (three judges of 0..10)
+        execution = {"spearman": spearman(pred_exec, true_exec),
+                     "relative_l2_x100": 100 * relative_l2(pred_exec, true_exec, 0.0, 30.0)}
+        difficulty_only = spearman(difficulty, true)
+    classes = [r["action_class"] for r in rows]
+    per_class = per_class_spearman(pred, true, classes) if any(classes) else {}
+    inside = [r["interval_low"] <= r["true_final"] <= r["interval_high"] for r in rows]
+    return Evaluation(
+        num_dives=len(rows), final=final, execution=execution, difficulty_only_spearman=difficulty_only,
+        fisher_z_spearman=fisher_z_average(list(per_class.values())) if per_class else None,
+        per_class_spearman=per_class, interval_coverage=float(np.mean(inside)), predictions=rows,
+    )
+
+
+def plot_scatter(evaluation: Evaluation, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = evaluation.predictions
+    true = np.array([r["true_final"] for r in rows])
+    pred = np.array([r["pred_final"] for r in rows])
+    panels = [("final score", true, pred, evaluation.final)]
+    if evaluation.execution is not None:
+        difficulty = np.array([r["difficulty"] for r in rows])
+        used = np.array([r["difficulty_used"] or d for r, d in zip(rows, difficulty)])
+        panels.append(("execution (final / difficulty)", true / difficulty, pred / used, evaluation.execution))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5))
+    for ax, (name, t, p, metrics) in zip(np.atleast_1d(axes), panels):
+        ax.scatter(t, p, s=10, alpha=0.6)
+        lims = [min(t.min(), p.min()), max(t.max(), p.max())]
+        ax.plot(lims, lims, "k--", lw=1)
+        ax.set_xlabel(f"true {name}")
+        ax.set_ylabel(f"predicted {name}")
+        ax.set_title(f"{name}: rho={metrics['spearman']:.3f}, R-l2x100={metrics['relative_l2_x100']:.2f}")
+    fig.suptitle(f"{title} (n={len(rows)})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,65 @@
+"""The model card: which data, configuration and code made a model directory, and how well it scores.
+
+Written as ``model_card.json`` (for tools: the API's ``GET /v1/models`` serves it) and
+``MODEL_CARD.md`` (for people), always from the same dictionary.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from models.model_dir import MODEL_CARD_JSON, MODEL_CARD_MD
+
+
+def git_commit() -> str:
+    """The current commit of the code, with ``-dirty`` when the work tree has changes."""
+    try:
+        root = Path(__file__).resolve().parents[1]
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def read_card(model_dir: Path) -> dict[str, Any]:
+    path = model_dir / MODEL_CARD_JSON
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_card(model_dir: Path, card: dict[str, Any]) -> None:
+    (model_dir / MODEL_CARD_JSON).write_text(json.dumps(card, indent=2) + "\n")
+    (model_dir / MODEL_CARD_MD).write_text(render_markdown(card))
+
+
+def _metrics_rows(name: str, evaluation: dict[str, Any]) -> list[str]:
+    final, execution = evaluation["final"], evaluation.get("execution") or {}
+    return [
+        f"| {name} | {evaluation['num_dives']} | {final['spearman']:.4f} | {final['relative_l2_x100']:.3f} | "
+        f"{execution.get('spearman', float('nan')):.4f} | {execution.get('relative_l2_x100', float('nan')):.3f} | "
+        f"{(evaluation.get('difficulty_only_spearman') or float('nan')):.4f} | "
+        f"{evaluation['interval_coverage']:.3f} |"
+    ]
+
+
+def render_markdown(card: dict[str, Any]) -> str:
+    lines = [f"# Model card: {card['model_id']} {card['version']}", "", card.get("summary", ""), ""]
+    lines += ["## Quality (data the model never saw)", "",
+              "| evaluation | dives | final rho | final R-l2 x100 | execution rho | execution R-l2 x100 | "
+              "difficulty-only rho | 90% interval coverage |",
+              "|---|---|---|---|---|---|---|---|"]
+    for name, evaluation in card.get("evaluations", {}).items():
+        lines += _metrics_rows(name, evaluation)
+    lines += ["", "Execution = final score / difficulty. The difficulty-only column ranks dives by their "
+              "difficulty degree alone: the baseline a final-score rho must beat.", ""]
+    lines += ["## Data", "", "```json", json.dumps(card.get("data", {}), indent=2), "```", ""]
+    lines += ["## Training", "", "```json", json.dumps(card.get("training", {}), indent=2), "```", ""]
+    lines += ["## Code", "", f"git commit: `{card.get('git_commit', 'unknown')}`", ""]
+    if card.get("limits"):
+        lines += ["## Limits", ""] + [f"- {limit}" for limit in card["limits"]] + [""]
+    return "\n".join(lines)

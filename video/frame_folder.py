@@ -1,0 +1,94 @@
+"""Load a folder of extracted frames (JPEG/PNG) as if it were a decoded video.
+
+The MTL-AQA reference tools store each video as numbered JPEG frames. This applies the same
+sampling, resize and centre crop as :func:`video.decode.decode_video` (the same swscale resize), so
+features from frame folders and from video files are comparable.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from video.decode import DecodedVideo
+from video.errors import NotAVideoError, TruncatedVideoError, VideoFileNotFoundError, ZeroFramesError
+from video.preprocessing import Preprocessing
+from video.probe import VideoInfo
+from video.sampling import frame_range, uniform_frame_indices
+from video.spatial import resize_and_crop
+
+FRAME_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
+
+
+def list_frame_files(folder: Path) -> list[Path]:
+    """Image files in ``folder`` in natural order (``img_9.jpg`` before ``img_10.jpg``)."""
+
+    def natural_key(path: Path) -> list[int | str]:
+        return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES]
+    return sorted(files, key=natural_key)
+
+
+def decode_frame_folder(
+    folder: Path,
+    preprocessing: Preprocessing,
+    start_frame: int | None = None,
+    end_frame: int | None = None,
+    fps: float | None = None,
+) -> DecodedVideo:
+    """Sample ``preprocessing.num_frames`` frames uniformly over the folder's ``[start, end]`` range.
+
+    Frame index i is the i-th file in natural order. Frames carry no timing: ``timestamps`` are
+    ``index / fps`` when ``fps`` is given, else NaN (and ``info.fps`` is 0).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise VideoFileNotFoundError(f"There is no frame folder at {folder}.")
+    files = list_frame_files(folder)
+    if not files:
+        raise ZeroFramesError(f"The folder {folder.name} holds no JPEG or PNG frames.")
+    first, last = frame_range(len(files), start_frame, end_frame)
+    indices = uniform_frame_indices(first, last, preprocessing.num_frames)
+    wanted, slot = np.unique(indices, return_inverse=True)
+    frames = np.stack([_load_frame(files[i], preprocessing) for i in wanted])
+    width, height = _image_size(files[0])
+    info = VideoInfo(
+        codec=files[0].suffix.lower().lstrip("."),
+        width=width,
+        height=height,
+        fps=fps or 0.0,
+        duration_seconds=len(files) / fps if fps else 0.0,
+        frame_count=len(files),
+        frame_count_source="counted",
+        has_audio=False,
+        container="frame_folder",
+        size_bytes=sum(f.stat().st_size for f in files),
+        stream_index=0,
+    )
+    timestamps = indices / fps if fps else np.full(len(indices), np.nan)
+    return DecodedVideo(frames=frames[slot], frame_indices=indices, timestamps=timestamps, info=info)
+
+
+def _load_frame(path: Path, preprocessing: Preprocessing) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            rgb = np.asarray(image.convert("RGB"))
+    except UnidentifiedImageError as error:
+        raise NotAVideoError(f"The frame file {path.name} is not an image.") from error
+    except OSError as error:
+        raise TruncatedVideoError(f"The frame file {path.name} is damaged or truncated ({error}).") from error
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+    return resize_and_crop(frame, preprocessing.resize, preprocessing.crop)
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except OSError as error:
+        raise NotAVideoError(f"The frame file {path.name} is not an image.") from error

@@ -1,0 +1,54 @@
+"""Spatial preprocessing of one frame: resize the short side, convert to RGB, centre-crop.
+
+Video frames and frame-folder images go through the same swscale resize (``VideoFrame.reformat``),
+so both paths produce the same pixels from the same RGB content.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import av
+import numpy as np
+
+
+def short_side_size(
+    width: int, height: int, short_side: int, sample_aspect: Fraction | None = None
+) -> tuple[int, int]:
+    """Output ``(width, height)`` whose short side is ``short_side``, keeping the display aspect.
+
+    Anamorphic video (``sample_aspect`` != 1) is displayed ``width * sample_aspect`` pixels wide; the
+    output keeps that displayed shape, so circles stay circles.
+    """
+    display_width = width * float(sample_aspect) if sample_aspect else float(width)
+    scale = short_side / min(display_width, height)
+    return max(short_side, round(display_width * scale)), max(short_side, round(height * scale))
+
+
+def center_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """The centred ``size`` x ``size`` square of an (H, W, C) image (offsets rounded down)."""
+    height, width = image.shape[:2]
+    top, left = (height - size) // 2, (width - size) // 2
+    return image[top : top + size, left : left + size]
+
+
+def rotate_for_display(image: np.ndarray, rotation_degrees: float) -> np.ndarray:
+    """Apply a display-matrix rotation (counter-clockwise degrees, as ``VideoFrame.rotation``).
+
+    Only multiples of 90 degrees occur in practice (phone recordings); centre crop and rotation
+    commute for those, so rotating the small cropped square is exact and cheap.
+    """
+    quarter_turns = round(rotation_degrees / 90) % 4
+    return np.ascontiguousarray(np.rot90(image, quarter_turns)) if quarter_turns else image
+
+
+def resize_and_crop(
+    frame: av.VideoFrame, resize: int, crop: int, sample_aspect: Fraction | None = None
+) -> np.ndarray:
+    """uint8 RGB (crop, crop, 3): bilinear resize so the short side is ``resize``, then centre crop.
+
+    The full-resolution frame is never converted to RGB; swscale scales and converts in one step.
+    """
+    width, height = short_side_size(frame.width, frame.height, resize, sample_aspect)
+    small = frame.reformat(width=width, height=height, format="rgb24", interpolation="BILINEAR")
+    return np.ascontiguousarray(center_crop(small.to_ndarray(), crop))
