@@ -38,9 +38,21 @@ only read when ``momentum`` is None, which it never is here.
 
 Input: (N, 3, T, H, W) in [-1, 1] (the Kinetics convention, ``x / 127.5 - 1``). ``I3D(width=w)``
 scales every channel count (:func:`scale_channels`) for a small CPU model with the same key names.
+
+Padding modes
+-------------
+``padding="tf_same"`` (default, piergiaj and TensorFlow) pads each layer's input for its actual size
+(:func:`same_padding`). ``padding="static_same"`` reproduces the hassony2 port and the copies of it in
+CoRe, TPT and FineDiving-TSA: the pads are fixed when the layer is built, as TF's rule gives them for a
+size divisible by the stride (:func:`static_same_padding`), and the max-pools round their output size
+up (``ceil_mode``). The two agree exactly when T % 4 == 0 and H % 16 == 0 and W % 16 == 0 (every
+strided layer then sees an even size, as with CoRe's 16 x 224 x 224 clips) and differ otherwise
+(``tests/test_weights_import.py``). Importing hassony2 checkpoints: ``models/weights``.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +61,8 @@ from torch import nn
 from models.clips import ClipProtocol
 
 Triple = tuple[int, int, int]
+PaddingMode = Literal["tf_same", "static_same"]
+PADDING_MODES: tuple[str, ...] = ("tf_same", "static_same")
 
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01
@@ -95,12 +109,26 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def pad_same(x: torch.Tensor, kernel: Triple, stride: Triple) -> torch.Tensor:
+def static_same_padding(kernel: int, stride: int) -> tuple[int, int]:
+    """The hassony2 port's fixed "SAME" padding: :func:`same_padding` of a size divisible by ``stride``.
+
+    total = max(kernel - stride, 0); front = total // 2, back = total - front, whatever the input size.
+    """
+    total = max(kernel - stride, 0)
+    return total // 2, total - total // 2
+
+
+def pad_same(x: torch.Tensor, kernel: Triple, stride: Triple, mode: PaddingMode = "tf_same") -> torch.Tensor:
     """Zero-pad (N, C, T, H, W) for a "SAME" window of ``kernel`` / ``stride`` (no copy if no pad)."""
     pads: list[int] = []
     for size, k, s in reversed(list(zip(x.shape[2:], kernel, stride))):  # F.pad wants W, H, T
-        pads.extend(same_padding(size, k, s))
+        pads.extend(same_padding(size, k, s) if mode == "tf_same" else static_same_padding(k, s))
     return F.pad(x, pads) if any(pads) else x
+
+
+def _check_padding(padding: str) -> None:
+    if padding not in PADDING_MODES:
+        raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}")
 
 
 def scale_channels(channels: int, width: float) -> int:
@@ -137,7 +165,10 @@ class BatchNorm3dNoCounter(nn.BatchNorm3d):
 
 
 class Unit3D(nn.Module):
-    """SAME-padded Conv3d -> BatchNorm3d -> ReLU; keys ``conv3d.*`` and ``bn.*``."""
+    """SAME-padded Conv3d -> BatchNorm3d -> ReLU; keys ``conv3d.*`` and ``bn.*``.
+
+    ``padding`` chooses the SAME arithmetic (see "Padding modes" in the module docstring).
+    """
 
     def __init__(
         self,
@@ -149,14 +180,16 @@ class Unit3D(nn.Module):
         batch_norm: bool = True,
         activation: bool = True,
         bias: bool = False,
+        padding: PaddingMode = "tf_same",
     ) -> None:
         super().__init__()
-        self.kernel, self.stride, self.activation = kernel, stride, activation
+        _check_padding(padding)
+        self.kernel, self.stride, self.activation, self.padding = kernel, stride, activation, padding
         self.conv3d = nn.Conv3d(in_channels, out_channels, kernel, stride, padding=0, bias=bias)
         self.bn = BatchNorm3dNoCounter(out_channels) if batch_norm else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv3d(pad_same(x, self.kernel, self.stride))
+        x = self.conv3d(pad_same(x, self.kernel, self.stride, self.padding))
         if self.bn is not None:
             x = self.bn(x)
         return F.relu(x) if self.activation else x
@@ -166,29 +199,37 @@ class MaxPool3dSame(nn.Module):
     """Max-pool with SAME zero padding, as in the port.
 
     Zero padding equals TF's (which ignores padded cells) because every pool here follows a ReLU.
+    With ``padding="static_same"`` the output size is rounded up (``ceil_mode``), as in hassony2's port.
     """
 
-    def __init__(self, kernel: Triple, stride: Triple) -> None:
+    def __init__(self, kernel: Triple, stride: Triple, padding: PaddingMode = "tf_same") -> None:
         super().__init__()
-        self.kernel, self.stride = kernel, stride
+        _check_padding(padding)
+        self.kernel, self.stride, self.padding = kernel, stride, padding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.max_pool3d(pad_same(x, self.kernel, self.stride), self.kernel, self.stride)
+        padded = pad_same(x, self.kernel, self.stride, self.padding)
+        return F.max_pool3d(padded, self.kernel, self.stride, ceil_mode=self.padding == "static_same")
 
 
 class InceptionModule(nn.Module):
     """Fig. 3 (right): concat(b0(x), b1b(b1a(x)), b2b(b2a(x)), b3b(b3a(x))) on channels."""
 
-    def __init__(self, in_channels: int, channels: tuple[int, int, int, int, int, int]) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        channels: tuple[int, int, int, int, int, int],
+        padding: PaddingMode = "tf_same",
+    ) -> None:
         super().__init__()
         c0, c1a, c1b, c2a, c2b, c3b = channels
-        self.b0 = Unit3D(in_channels, c0)
-        self.b1a = Unit3D(in_channels, c1a)
-        self.b1b = Unit3D(c1a, c1b, (3, 3, 3))
-        self.b2a = Unit3D(in_channels, c2a)
-        self.b2b = Unit3D(c2a, c2b, (3, 3, 3))
-        self.b3a = MaxPool3dSame((3, 3, 3), (1, 1, 1))
-        self.b3b = Unit3D(in_channels, c3b)
+        self.b0 = Unit3D(in_channels, c0, padding=padding)
+        self.b1a = Unit3D(in_channels, c1a, padding=padding)
+        self.b1b = Unit3D(c1a, c1b, (3, 3, 3), padding=padding)
+        self.b2a = Unit3D(in_channels, c2a, padding=padding)
+        self.b2b = Unit3D(c2a, c2b, (3, 3, 3), padding=padding)
+        self.b3a = MaxPool3dSame((3, 3, 3), (1, 1, 1), padding=padding)
+        self.b3b = Unit3D(in_channels, c3b, padding=padding)
         self.out_channels = c0 + c1b + c2b + c3b
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -202,27 +243,35 @@ class I3D(nn.Module):
 
     ``width`` scales every channel count with :func:`scale_channels` (same modules, same key names);
     ``width=1.0`` is the standard model, and 0.5 / 0.25 give ``feature_dim`` 512 / 256.
-    ``dropout`` is the drop probability before the classifier (the port's 0.5).
+    ``dropout`` is the drop probability before the classifier (the port's 0.5). ``padding`` is the SAME
+    arithmetic ("Padding modes" in the module docstring); it has no tensors, so both modes share weights.
     """
 
     def __init__(
-        self, num_classes: int = 400, width: float = 1.0, in_channels: int = 3, dropout: float = 0.5
+        self,
+        num_classes: int = 400,
+        width: float = 1.0,
+        in_channels: int = 3,
+        dropout: float = 0.5,
+        padding: PaddingMode = "tf_same",
     ) -> None:
         super().__init__()
         if width <= 0:
             raise ValueError(f"width must be > 0, got {width}")
         if num_classes < 1 or in_channels < 1:
             raise ValueError(f"need num_classes >= 1 and in_channels >= 1, got {num_classes}, {in_channels}")
+        _check_padding(padding)
         self.width, self.in_channels, self.num_classes = width, in_channels, num_classes
+        self.padding: PaddingMode = padding
         c64, c192 = scale_channels(64, width), scale_channels(192, width)
-        self.Conv3d_1a_7x7 = Unit3D(in_channels, c64, (7, 7, 7), (2, 2, 2))
-        self.Conv3d_2b_1x1 = Unit3D(c64, c64)
-        self.Conv3d_2c_3x3 = Unit3D(c64, c192, (3, 3, 3))
+        self.Conv3d_1a_7x7 = Unit3D(in_channels, c64, (7, 7, 7), (2, 2, 2), padding=padding)
+        self.Conv3d_2b_1x1 = Unit3D(c64, c64, padding=padding)
+        self.Conv3d_2c_3x3 = Unit3D(c64, c192, (3, 3, 3), padding=padding)
         for name, (kernel, stride) in _POOLS.items():
-            setattr(self, name, MaxPool3dSame(kernel, stride))
+            setattr(self, name, MaxPool3dSame(kernel, stride, padding=padding))
         channels = c192
         for name, table in INCEPTION_CHANNELS.items():
-            module = InceptionModule(channels, tuple(scale_channels(c, width) for c in table))
+            module = InceptionModule(channels, tuple(scale_channels(c, width) for c in table), padding)
             setattr(self, name, module)
             channels = module.out_channels
         self._feature_dim = channels

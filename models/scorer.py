@@ -95,7 +95,8 @@ class Scorer:
     def extract_features(self, decoded: DecodedVideo) -> torch.Tensor:
         """uint8 frames (T, H, W, 3) -> per-clip features (num_clips, D)."""
         video = self.preprocessing.normalize(decoded.frames).to(self.device)
-        return self.backbone.extract_clip_features(video, self.clips)[0].cpu()
+        kinetics_range = self.preprocessing.normalization == "kinetics"
+        return self.backbone.extract_clip_features(video, self.clips, check_range=kinetics_range)[0].cpu()
 
     def score(self, path: Path, labels: QueryLabels = QueryLabels(), limits: VideoLimits = VideoLimits(),
               exclude_ids: frozenset[str] = frozenset()) -> ScoreResult:

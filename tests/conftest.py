@@ -25,3 +25,23 @@ def clip_854x480(media_dir: Path) -> Path:
 def clip_2s(media_dir: Path) -> Path:
     """2 s of 160x120 H.264 at 25 fps (50 frames), index-coded: small and fast for error cases."""
     return write_h264(media_dir / "clip_2s.mp4", frames=50, width=160, height=120, fps=25)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 synthetic dives at 160x120 in the folder + CSV layout (seconds to render)."""
+    from training.synth.generate import generate_dataset
+
+    folder = tmp_path_factory.mktemp("tiny-dives")
+    generate_dataset(folder, n=24, seed=3, width=160, height=120, progress=False)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model directory made by our own training code with the ``tiny`` profile."""
+    from training.pipeline import PROFILES, train_model
+
+    out = tmp_path_factory.mktemp("tiny-model") / "model"
+    train_model(tiny_dataset, out, PROFILES["tiny"], cache_dir=tmp_path_factory.mktemp("cache"), progress=False)
+    return out

@@ -17,7 +17,8 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from training.datasets.records import DiveRecord
-from video.decode import DecodedVideo, decode_frame_folder, decode_video
+from video.decode import DecodedVideo, decode_video
+from video.frame_folder import decode_frame_folder
 from video.preprocessing import Preprocessing
 
 FeatureFn = Callable[[DecodedVideo], torch.Tensor]

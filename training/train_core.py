@@ -9,6 +9,7 @@ the reference code, outer bound = the label scale).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -43,6 +44,22 @@ class CoReTrainResult:
     boundaries: GroupBoundaries
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
+
+
+def pairing_keys(action_classes: Sequence[str | None], difficulties: Sequence[float | None]) -> list[str]:
+    """Each dive's pairing key: its action class when another training dive shares it, else its
+    difficulty when another dive shares that, else one catch-all group."""
+    class_counts = Counter(action_classes)
+    difficulty_counts = Counter(difficulties)
+    keys = []
+    for cls, difficulty in zip(action_classes, difficulties):
+        if cls is not None and class_counts[cls] > 1:
+            keys.append(f"class:{cls}")
+        elif difficulty is not None and difficulty_counts[difficulty] > 1:
+            keys.append(f"difficulty:{difficulty}")
+        else:
+            keys.append("all")
+    return keys
 
 
 def pair_groups(group_keys: Sequence[str | None]) -> list[np.ndarray]:
@@ -100,7 +117,7 @@ def train_core_head(
             optimizer.zero_grad(set_to_none=True)
             loss["total"].backward()
             optimizer.step()
-            totals += [float(loss["cls"]) * len(query), float(loss["reg"]) * len(query), len(query)]
+            totals += [loss["cls"].item() * len(query), loss["reg"].item() * len(query), len(query)]
         record = {"epoch": epoch, "loss_cls": totals[0] / totals[2], "loss_reg": totals[1] / totals[2]}
         if validate is not None and (epoch % config.eval_every == 0 or epoch == config.epochs):
             head.eval()

@@ -1,0 +1,139 @@
+"""Preparing the I3D backbone before features are cached.
+
+Two paths, chosen by the profile:
+
+- ``recalibrate_batchnorm``: keep the backbone's weights and re-estimate every BatchNorm's running
+  mean/variance on training videos (a cumulative average over batches), so that features of a
+  randomly initialised or imported backbone are well scaled for this data.
+- ``train_backbone``: fine-tune the backbone end to end on the labelled training dives. The objective
+  is direct regression of the label (execution score when difficulty is known) from the clip-averaged
+  feature through a linear probe: the cheapest signal that makes the features encode execution. Each
+  step sees ``clips_per_step`` random clips of every video (clip features are averaged, so a random
+  subset is an unbiased estimate of the mean); the CoRe head is trained afterwards on cached features.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from models.i3d import I3D
+from models.model_dir import LabelConfig
+from training.datasets.records import DiveRecord
+from training.feature_cache import decode_record
+from training.metrics import spearman
+
+if TYPE_CHECKING:
+    from training.pipeline import TrainingProfile
+
+
+@dataclass(frozen=True)
+class BackboneTrainConfig:
+    epochs: int = 0  # 0: keep the weights, only re-estimate BatchNorm statistics
+    batch_size: int = 4
+    clips_per_step: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batchnorm_videos: int = 64
+    seed: int = 0
+
+
+def decode_all(records: Sequence[DiveRecord], profile: TrainingProfile, progress: bool) -> torch.Tensor:
+    """uint8 frames of every record, (N, T, H, W, 3): decoded once, reused every epoch."""
+    first = decode_record(records[0], profile.preprocessing).frames
+    frames = torch.empty((len(records), *first.shape), dtype=torch.uint8)
+    frames[0] = torch.from_numpy(first)
+    for i in tqdm(range(1, len(records)), desc="decode", unit="video", disable=not progress):
+        frames[i] = torch.from_numpy(decode_record(records[i], profile.preprocessing).frames)
+    return frames
+
+
+def _clip_batch(frames: torch.Tensor, starts: Sequence[int], length: int, profile: TrainingProfile) -> torch.Tensor:
+    """(B, T, H, W, 3) uint8 and clip starts -> (B * len(starts), 3, length, H, W) normalised clips."""
+    clips = [profile.preprocessing.normalize(video[s : s + length]) for video in frames for s in starts]
+    return torch.stack(clips)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(backbone: I3D, records: Sequence[DiveRecord], profile: TrainingProfile,
+                          seed: int = 0, progress: bool = True) -> None:
+    """Re-estimate BatchNorm running statistics on up to ``batchnorm_videos`` training videos."""
+    rng = np.random.default_rng(seed)
+    chosen = rng.permutation(len(records))[: profile.backbone.batchnorm_videos]
+    norms = [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved_momentum = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average over all batches
+    backbone.train()
+    for i in tqdm(chosen, desc="batchnorm statistics", unit="video", disable=not progress):
+        frames = torch.from_numpy(decode_record(records[int(i)], profile.preprocessing).frames)
+        backbone.forward_features(_clip_batch(frames[None], profile.clips.starts, profile.clips.length, profile))
+    for m, momentum in zip(norms, saved_momentum):
+        m.momentum = momentum
+    backbone.eval()
+
+
+def train_backbone(backbone: I3D, train: Sequence[DiveRecord], val: Sequence[DiveRecord],
+                   profile: TrainingProfile, labels: LabelConfig, progress: bool = True) -> list[dict[str, float]]:
+    """Fine-tune ``backbone`` in place by label regression; returns per-epoch history."""
+    config = profile.backbone
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    target = torch.tensor([r.execution_score if labels.kind == "execution" else r.final_score for r in train])
+    mean, std = float(target.mean()), float(target.std())
+    train_frames = decode_all(train, profile, progress)
+    val_frames = decode_all(val, profile, progress)
+    probe = nn.Linear(backbone.feature_dim, 1)
+    params = list(backbone.parameters()) + list(probe.parameters())
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    steps = config.epochs * math.ceil(len(train) / config.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=steps, pct_start=0.1)
+    starts = np.array(profile.clips.starts)
+    history = []
+    for epoch in range(1, config.epochs + 1):
+        backbone.train()
+        order = rng.permutation(len(train))
+        total = 0.0
+        bar = tqdm(range(0, len(order), config.batch_size), desc=f"backbone epoch {epoch}/{config.epochs}",
+                   unit="batch", disable=not progress)
+        for first in bar:
+            index = torch.as_tensor(order[first : first + config.batch_size])
+            chosen = rng.choice(starts, size=min(config.clips_per_step, len(starts)), replace=False)
+            clips = _clip_batch(train_frames[index], chosen.tolist(), profile.clips.length, profile)
+            pooled = backbone.forward_features(clips).view(len(index), len(chosen), -1).mean(1)
+            prediction = probe(pooled).squeeze(1)
+            loss = nn.functional.mse_loss(prediction, (target[index] - mean) / std)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += float(loss) * len(index)
+            bar.set_postfix(loss=f"{total / (first + len(index)):.3f}")
+        record = {"epoch": epoch, "train_mse": total / len(train),
+                  "val_spearman": _probe_spearman(backbone, probe, val_frames, val, labels, profile)}
+        history.append(record)
+        if progress:
+            tqdm.write(f"backbone epoch {epoch}: train mse {record['train_mse']:.3f}, "
+                       f"validation probe spearman {record['val_spearman']:.3f}")
+    backbone.eval()
+    return history
+
+
+@torch.no_grad()
+def _probe_spearman(backbone: I3D, probe: nn.Linear, frames: torch.Tensor, records: Sequence[DiveRecord],
+                    labels: LabelConfig, profile: TrainingProfile) -> float:
+    backbone.eval()
+    predictions = []
+    for video in frames:
+        clips = _clip_batch(video[None], profile.clips.starts, profile.clips.length, profile)
+        predictions.append(float(probe(backbone.forward_features(clips).mean(0, keepdim=True))))
+    truth = [r.execution_score if labels.kind == "execution" else r.final_score for r in records]
+    return spearman(predictions, truth)

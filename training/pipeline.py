@@ -1,0 +1,293 @@
+"""From a labelled dataset to a deployable model directory, and evaluation of one.
+
+``train_model`` runs the whole recipe:
+
+1. load the records and split them train / validation / test (stratified by action class, seeded);
+2. prepare the backbone (I3D at the profile's width): train it end to end (``backbone_epochs > 0``) or
+   keep its initial weights and re-estimate its BatchNorm statistics on training videos;
+3. extract per-clip features once per video (feature cache);
+4. train the CoRe head on training pairs, keeping the epoch with the best validation Spearman;
+5. build the exemplar bank (train + validation dives), calibrate the 90% interval on validation
+   residuals (split conformal), evaluate on the test split;
+6. write weights, bank, config, run report and model card.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from exemplar_bank.bank import Exemplar, ExemplarBank
+from models.clips import ClipProtocol
+from models.heads import CoReScoringHead
+from models.i3d import I3D
+from models.model_dir import (
+    BACKBONE_WEIGHTS, BANK_DIR, HEAD_WEIGHTS, BackboneConfig, CalibrationConfig, LabelConfig, ModelConfig,
+    VotingConfig, feature_fingerprint,
+)
+from models.scorer import Scorer
+from training.backbone import recalibrate_batchnorm, train_backbone, BackboneTrainConfig
+from training.datasets.folder_csv import load_folder_csv, split_records
+from training.datasets.records import DatasetError, DiveRecord
+from training.evaluate import Evaluation, evaluate_scorer
+from training.feature_cache import FeatureCache, decode_record, file_sha256
+from training.model_card import git_commit, read_card, write_card
+from training.train_core import CoReTrainConfig, pairing_keys, train_core_head
+from video.preprocessing import Preprocessing
+
+EXECUTION_SCALE = 30.0  # three judges x 10 points: execution labels lie in [0, 30]
+
+
+@dataclass(frozen=True)
+class TrainingProfile:
+    """Everything that decides a model's architecture and training recipe."""
+
+    name: str
+    description: str
+    preprocessing: Preprocessing
+    clips: ClipProtocol
+    backbone_width: float
+    backbone: BackboneTrainConfig
+    head: CoReTrainConfig
+    num_exemplars: int = 10
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.2
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "description": self.description,
+            "preprocessing": self.preprocessing.to_dict(), "clips": self.clips.to_dict(),
+            "backbone_width": self.backbone_width, "backbone": asdict(self.backbone), "head": self.head.to_dict(),
+            "num_exemplars": self.num_exemplars, "validation_fraction": self.validation_fraction,
+            "test_fraction": self.test_fraction,
+        }
+
+
+PROFILES: dict[str, TrainingProfile] = {
+    "cpu": TrainingProfile(
+        name="cpu",
+        description="CPU demo profile: I3D at width 0.25 (D=256) on 112x112 crops, CoRe's 10 x 16-frame clips "
+        "over 103 frames.",
+        preprocessing=Preprocessing(num_frames=103, resize=128, crop=112, normalization="kinetics"),
+        clips=ClipProtocol.core_mtl(),
+        backbone_width=0.25,
+        backbone=BackboneTrainConfig(epochs=0),
+        head=CoReTrainConfig(),
+    ),
+    "kinetics": TrainingProfile(
+        name="kinetics",
+        description="Reference profile: full I3D (D=1024) on 224x224 crops, CoRe's clips; start from Kinetics "
+        "weights (`--backbone-weights`) on a GPU.",
+        preprocessing=Preprocessing(num_frames=103, resize=256, crop=224, normalization="kinetics"),
+        clips=ClipProtocol.core_mtl(),
+        backbone_width=1.0,
+        backbone=BackboneTrainConfig(epochs=0),
+        head=CoReTrainConfig(epochs=200),
+    ),
+    "tiny": TrainingProfile(
+        name="tiny",
+        description="Test profile: a very small I3D on 32x32 crops, 2 clips of 8 frames; seconds to train.",
+        preprocessing=Preprocessing(num_frames=16, resize=40, crop=32, normalization="kinetics"),
+        clips=ClipProtocol.strided(16, 8, 8),
+        backbone_width=0.125,
+        backbone=BackboneTrainConfig(epochs=0, batchnorm_videos=8),
+        head=CoReTrainConfig(hidden=32, depth=2, epochs=10, batch_size=8, eval_every=5),
+        num_exemplars=3,
+        validation_fraction=0.2,
+        test_fraction=0.2,
+    ),
+}
+
+
+def load_dataset(path: Path) -> list[DiveRecord]:
+    """Records of a labelled dataset: a labels CSV, or a folder holding ``labels.csv``."""
+    path = Path(path)
+    if path.is_dir() and (path / "labels.csv").is_file():
+        path = path / "labels.csv"
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return load_folder_csv(path)
+    raise DatasetError(f"{path}: expected a labels CSV (video,final_score,difficulty,...) or a folder holding "
+                       "labels.csv")
+
+
+def _label_config(records: list[DiveRecord]) -> LabelConfig:
+    finals = [r.final_score for r in records]
+    span = (0.0, max(finals))
+    if all(r.difficulty for r in records):
+        return LabelConfig(kind="execution", scale=EXECUTION_SCALE, final_score_range=span)
+    return LabelConfig(kind="final", scale=max(finals), final_score_range=span)
+
+
+def _labels(records: list[DiveRecord], config: LabelConfig) -> torch.Tensor:
+    values = [r.execution_score if config.kind == "execution" else r.final_score for r in records]
+    return torch.tensor(values, dtype=torch.float32)
+
+
+def make_bank(records: list[DiveRecord], clip_features: torch.Tensor, fingerprint: str) -> ExemplarBank:
+    exemplars = [
+        Exemplar(id=r.key, final_score=r.final_score, difficulty=r.difficulty, action_class=r.action_class,
+                 judge_scores=list(r.judge_scores) if r.judge_scores else None,
+                 video_sha256=file_sha256(r.video) if r.video is not None and r.video.is_file() else None,
+                 source=str(r.video.name) if r.video is not None else None)
+        for r in records
+    ]
+    return ExemplarBank(exemplars=exemplars, clip_features=clip_features, fingerprint=fingerprint)
+
+
+@dataclass
+class TrainingRun:
+    """What ``train_model`` produced, for callers that continue (the demo build, tests)."""
+
+    model_dir: Path
+    test_evaluation: Evaluation
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def train_model(dataset: Path, out: Path, profile: TrainingProfile, cache_dir: Path,
+                model_id: str | None = None, seed: int = 0, progress: bool = True,
+                data_description: dict[str, Any] | None = None) -> TrainingRun:
+    """Train a model directory on ``dataset`` with ``profile``; see the module docstring."""
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    torch.manual_seed(seed)
+    records = load_dataset(dataset)
+    outer = split_records(records, profile.test_fraction, seed=seed)
+    inner = split_records(outer.train, profile.validation_fraction / (1 - profile.test_fraction), seed=seed + 1)
+    train, val, test = inner.train, inner.test, outer.test
+    labels_config = _label_config(records)
+
+    t = time.perf_counter()
+    backbone = I3D(width=profile.backbone_width)
+    backbone_history = []
+    if profile.backbone.epochs > 0:
+        backbone_history = train_backbone(backbone, train, val, profile, labels_config, progress=progress)
+    recalibrate_batchnorm(backbone, train, profile, seed=seed, progress=progress)
+    backbone.eval()
+    timings["backbone"] = time.perf_counter() - t
+
+    backbone_config = BackboneConfig(width=profile.backbone_width, feature_dim=backbone.feature_dim)
+    fingerprint = feature_fingerprint(backbone.state_dict(), backbone_config, profile.preprocessing, profile.clips)
+    t = time.perf_counter()
+    cache = FeatureCache(cache_dir, fingerprint, profile.preprocessing, _feature_fn(backbone, profile))
+    features = {name: cache.get_many(part, progress=progress) for name, part in
+                (("train", train), ("val", val), ("test", test))}
+    timings["features"] = time.perf_counter() - t
+
+    config = ModelConfig(
+        model_id=model_id or f"{Path(dataset).stem}-core", version=time.strftime("%Y.%m.%d"),
+        backbone=backbone_config, preprocessing=profile.preprocessing.to_dict(), clips=profile.clips.to_dict(),
+        labels=labels_config, head_config={}, voting=VotingConfig(num_exemplars=profile.num_exemplars),
+    )
+    train_bank = make_bank(train, features["train"], fingerprint)
+    train_labels = _labels(train, labels_config)
+
+    def validation_spearman(head, boundaries) -> float:  # noqa: ANN001
+        scorer = Scorer(config, backbone, CoReScoringHead(head, boundaries), train_bank, fingerprint, torch.device("cpu"))
+        evaluation = evaluate_scorer(scorer, val, features["val"], labels_config.final_score_range)
+        metrics = evaluation.execution or evaluation.final
+        return metrics["spearman"] if math.isfinite(metrics["spearman"]) else -1.0
+
+    t = time.perf_counter()
+    keys = pairing_keys([r.action_class for r in train], [r.difficulty for r in train])
+    result = train_core_head(features["train"].mean(1), train_labels, keys,
+                             labels_config.scale, profile.head, validate=validation_spearman, progress=progress)
+    timings["head"] = time.perf_counter() - t
+    head = CoReScoringHead(result.head, result.boundaries)
+    config.head_config = {**result.head.config(), "boundaries": result.boundaries.to_list()}
+
+    # Calibrate the interval on validation dives scored against the training bank (they never voted).
+    scorer = Scorer(config, backbone, head, train_bank, fingerprint, torch.device("cpu"))
+    validation = evaluate_scorer(scorer, val, features["val"], labels_config.final_score_range)
+    config.calibration = calibrate(validation, labels_config)
+
+    bank = make_bank(train + val, torch.cat([features["train"], features["val"]]), fingerprint)
+    scorer = Scorer(config, backbone, head, bank, fingerprint, torch.device("cpu"))
+    test_evaluation = evaluate_scorer(scorer, test, features["test"], labels_config.final_score_range)
+    timings["total"] = time.perf_counter() - started
+
+    out.mkdir(parents=True, exist_ok=True)
+    config.save(out)
+    save_file({k: v.contiguous() for k, v in backbone.state_dict().items()}, str(out / BACKBONE_WEIGHTS))
+    save_file({k: v.contiguous() for k, v in result.head.state_dict().items()}, str(out / HEAD_WEIGHTS))
+    bank.save(out / BANK_DIR)
+    test_evaluation.write(out / "report", f"{config.model_id}: test split")
+    (out / "report" / "training.json").write_text(json.dumps(
+        {"backbone_history": backbone_history, "head_history": result.history,
+         "best_head_epoch": result.best_epoch, "timings": timings}, indent=2) + "\n")
+    card = {
+        "model_id": config.model_id, "version": config.version, "head": config.head,
+        "summary": f"CoRe head on I3D features (profile {profile.name}), trained on {len(train)} dives.",
+        "data": {"dataset": str(dataset), **(data_description or {}), "train": len(train),
+                 "validation": len(val), "test": len(test), "bank_exemplars": len(bank),
+                 "split_seed": seed},
+        "training": {"profile": profile.to_dict(), "best_head_epoch": result.best_epoch,
+                     "seconds": {k: round(v, 1) for k, v in timings.items()}},
+        "evaluations": {"test split": test_evaluation.summary()},
+        "calibration": config.calibration.model_dump() if config.calibration else None,
+        "git_commit": git_commit(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    write_card(out, card)
+    return TrainingRun(model_dir=out, test_evaluation=test_evaluation, timings=timings)
+
+
+def calibrate(validation: Evaluation, labels: LabelConfig, level: float = 0.9) -> CalibrationConfig:
+    """Split-conformal radius in label units from validation residuals (Vovk et al. 2005)."""
+    rows = validation.predictions
+    if labels.kind == "execution":
+        residuals = [abs(r["true_final"] - r["pred_final"]) / r["difficulty"] for r in rows]
+    else:
+        residuals = [abs(r["true_final"] - r["pred_final"]) for r in rows]
+    ordered = np.sort(residuals)
+    rank = min(math.ceil((len(ordered) + 1) * level), len(ordered))
+    return CalibrationConfig(abs_residual_q90=float(ordered[rank - 1]), num_residuals=len(ordered))
+
+
+def _feature_fn(backbone: I3D, profile: TrainingProfile):  # noqa: ANN202
+    @torch.inference_mode()
+    def features(decoded) -> torch.Tensor:  # noqa: ANN001
+        video = profile.preprocessing.normalize(decoded.frames)
+        return backbone.extract_clip_features(video, profile.clips,
+                                              check_range=profile.preprocessing.normalization == "kinetics")[0]
+    return features
+
+
+def evaluate_model_dir(model_dir: Path, dataset: Path, cache_dir: Path, out: Path | None = None,
+                       use_difficulty: bool = True, update_card: bool = False, name: str | None = None,
+                       progress: bool = True) -> Evaluation:
+    """Score every dive of ``dataset`` with a saved model; optionally record the result in its card."""
+    scorer = Scorer.from_dir(model_dir)
+    records = load_dataset(dataset)
+    cache = FeatureCache(cache_dir, scorer.fingerprint, scorer.preprocessing, scorer.extract_features)
+    features = cache.get_many(records, progress=progress)
+    evaluation = evaluate_scorer(scorer, records, features, scorer.config.labels.final_score_range,
+                                 use_difficulty=use_difficulty)
+    name = name or f"{Path(dataset).name}{'' if use_difficulty else ' (difficulty estimated)'}"
+    if out is not None:
+        evaluation.write(out, f"{scorer.config.model_id} on {name}")
+    if update_card:
+        card = read_card(model_dir)
+        card.setdefault("evaluations", {})[name] = evaluation.summary()
+        write_card(model_dir, card)
+    return evaluation
+
+
+def rebuild_bank(model_dir: Path, dataset: Path, cache_dir: Path, progress: bool = True) -> ExemplarBank:
+    """Replace a model's exemplar bank with the dives of ``dataset``, embedded by the model's backbone."""
+    scorer = Scorer.from_dir(model_dir)
+    records = load_dataset(dataset)
+    cache = FeatureCache(cache_dir, scorer.fingerprint, scorer.preprocessing, scorer.extract_features)
+    bank = make_bank(records, cache.get_many(records, progress=progress), scorer.fingerprint)
+    bank.save(model_dir / BANK_DIR)
+    return bank
+
+
+__all__ = ["PROFILES", "TrainingProfile", "train_model", "evaluate_model_dir", "rebuild_bank", "decode_record"]
