@@ -9,8 +9,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from models.pretrained import DEMO_MODEL_DIR
+
+if TYPE_CHECKING:
+    from service.settings import ServiceSettings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,10 +30,22 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:
+        if type(exc).__name__ not in USER_ERRORS:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 class CliError(Exception):
     """An error to print as one line, without a traceback."""
+
+
+# Errors whose message already tells the user what is wrong (bad files, models, datasets, banks).
+USER_ERRORS = frozenset({
+    "DatasetError", "UnsafePickleError", "ModelDirError", "BankError", "BankMismatchError", "WeightImportError",
+    "RenderError",
+})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,7 +106,124 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=DEMO_MODEL_DIR)
     p.add_argument("--work", type=Path, default=Path("runs/demo"))
     p.set_defaults(run=_demo_build)
+
+    weights = sub.add_parser("weights", help="bring your own weights").add_subparsers(metavar="COMMAND")
+    p = weights.add_parser("import", help="convert a Kinetics I3D checkpoint to backbone.safetensors")
+    p.add_argument("file", type=Path, help="rgb_imagenet.pt (piergiaj) or model_rgb.pth (hassony2)")
+    p.add_argument("--layout", choices=["piergiaj", "hassony2"], required=True)
+    p.add_argument("--out", type=Path, required=True, help="folder to write backbone.safetensors into")
+    p.set_defaults(run=_weights_import)
+    p = weights.add_parser("import-core", help="import an official CoRe checkpoint as a model directory")
+    p.add_argument("file", type=Path, help="the CoRe checkpoint (.pth)")
+    p.add_argument("--mtl-aqa", type=Path, required=True,
+                   help="MTL-AQA annotation folder (its training split gives CoRe's group boundaries)")
+    p.add_argument("--out", type=Path, required=True, help="model directory to write")
+    p.set_defaults(run=_core_import)
+
+    p = sub.add_parser("serve", help="run the scoring API (embedded workers unless AQA_BROKER_URL is set)")
+    p.add_argument("--host", help="address to bind (AQA_HOST, default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (AQA_PORT, default 8000)")
+    p.add_argument("--model", type=Path, help="model directory (AQA_MODEL_DIR, default: bundled demo)")
+    p.add_argument("--data-dir", type=Path, help="uploads and job database (AQA_DATA_DIR)")
+    p.add_argument("--workers", type=int, help="embedded scoring threads (AQA_EMBEDDED_WORKERS)")
+    p.set_defaults(run=_serve)
+
+    p = sub.add_parser("worker", help="run a Celery scoring worker (needs AQA_BROKER_URL)")
+    p.add_argument("--concurrency", type=int, default=1, help="pool processes, each with its own model copy")
+    p.add_argument("--model", type=Path, help="model directory (AQA_MODEL_DIR)")
+    p.add_argument("--hostname", help="Celery node name (default: aqa@HOST)")
+    p.add_argument("--loglevel", default="INFO")
+    p.set_defaults(run=_worker)
+
+    p = sub.add_parser("batch", help="score a folder of videos, or a CSV listing them, into a results CSV")
+    p.add_argument("source", type=Path, help="folder of videos, or a CSV with a 'video' column")
+    p.add_argument("--out", type=Path, required=True, help="results CSV (rerunning skips finished items)")
+    p.add_argument("--url", help="a running service (default: score here, embedded)")
+    p.add_argument("--api-key", help="X-API-Key for --url (default: AQA_CLIENT_API_KEY)")
+    p.add_argument("--concurrency", type=int, default=2, help="uploads in flight with --url")
+    p.add_argument("--model", type=Path, help="model directory when embedded (AQA_MODEL_DIR)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=_batch)
     return parser
+
+
+def _service_settings(**overrides: object) -> ServiceSettings:
+    """Settings from the environment (AQA_*), with the command line's explicit options on top."""
+    from pydantic import ValidationError
+
+    from service.settings import ServiceSettings
+
+    try:
+        return ServiceSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise CliError(f"invalid settings:\n{exc}") from exc
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+
+    import uvicorn
+
+    from service.app import create_app
+    from service.settings import ConfigurationError
+
+    settings = _service_settings(host=args.host, port=args.port, model_dir=args.model, data_dir=args.data_dir,
+                                 embedded_workers=args.workers)
+    if settings.embedded:
+        try:
+            settings.check_runtime()
+            settings.check_model_dir()
+        except ConfigurationError as exc:
+            raise CliError(str(exc)) from exc
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    mode = "embedded workers" if settings.embedded else f"Celery queue {settings.queue_name!r}"
+    print(f"aqa serve: http://{settings.host}:{settings.port} ({mode}); API docs at /docs", file=sys.stderr)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    import logging
+    import os
+    import socket
+
+    from service.settings import ConfigurationError
+
+    if args.model is not None:
+        os.environ["AQA_MODEL_DIR"] = str(args.model)  # the Celery app reads its settings from the environment
+    settings = _service_settings()
+    logging.basicConfig(level=args.loglevel.upper(), format="[%(asctime)s: %(levelname)s/%(processName)s] %(message)s")
+    try:
+        from workers.celery_app import app
+        from workers.model_cache import get_scorer
+
+        get_scorer(settings)  # loaded once here; the pool processes inherit it
+    except ConfigurationError as exc:
+        raise CliError(str(exc)) from exc
+    app.worker_main([
+        "worker", f"--concurrency={args.concurrency}", f"--loglevel={args.loglevel}",
+        f"--queues={settings.queue_name}", f"--hostname={args.hostname or 'aqa@' + socket.gethostname()}",
+        "--without-mingle", "--without-gossip",
+    ])
+    return 0
+
+
+def _batch(args: argparse.Namespace) -> int:
+    import os
+
+    from service.batch import BatchInputError, run_batch
+    from service.settings import ConfigurationError
+
+    settings = None if args.url else _service_settings(model_dir=args.model)
+    try:
+        summary = run_batch(args.source, args.out, url=args.url,
+                            api_key=args.api_key or os.environ.get("AQA_CLIENT_API_KEY"), settings=settings,
+                            concurrency=args.concurrency, progress=not args.no_progress)
+    except (BatchInputError, ConfigurationError) as exc:
+        raise CliError(str(exc)) from exc
+    print(f"{summary.total} videos: {summary.done} scored, {summary.failed} failed, {summary.errors} to retry, "
+          f"{summary.skipped} already done earlier -> {args.out}")
+    return 1 if summary.errors else 0
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -169,6 +302,20 @@ def _data_check(args: argparse.Namespace) -> int:
     from training.datasets.label_check import check_dataset, format_report
 
     print(format_report(check_dataset(args.dataset)))
+    return 0
+
+
+def _weights_import(args: argparse.Namespace) -> int:
+    from models.weights.cli_commands import run_weights_import
+
+    print(run_weights_import(args.file, args.layout, args.out))
+    return 0
+
+
+def _core_import(args: argparse.Namespace) -> int:
+    from training.core_import import run_core_import
+
+    print(run_core_import(args.file, args.out, args.mtl_aqa))
     return 0
 
 

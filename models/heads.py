@@ -28,6 +28,9 @@ class HeadVotes:
 
 
 class ScoringHead(Protocol):
+    uses_exemplars: bool
+    """False for exemplar-free heads (PCLN): the scorer then selects no exemplars and expects one vote."""
+
     def vote(self, query_clips: torch.Tensor, exemplar_clips: torch.Tensor, exemplar_labels: torch.Tensor) -> HeadVotes:
         """query_clips (C, D), exemplar_clips (M, C, D), exemplar_labels (M,) -> votes."""
         ...
@@ -35,6 +38,8 @@ class ScoringHead(Protocol):
 
 class CoReScoringHead:
     """CoRe: clip features are averaged per video (Yu et al. 2021, Sec. 3.1), then the tree votes."""
+
+    uses_exemplars = True
 
     def __init__(self, head: CoReHead, boundaries: GroupBoundaries) -> None:
         self.head = head.eval()
@@ -73,6 +78,8 @@ class PCLNScoringHead:
     result is ``votes = [score]``, ``relative = [0]``, evidence ``{"exemplar_free": True}``.
     """
 
+    uses_exemplars = False
+
     def __init__(self, model: PCLN) -> None:
         self.model = model.eval()
 
@@ -106,6 +113,8 @@ class TPTScoringHead:
     part's own relative score averaged over the M exemplars. The query's parse does not depend on the
     exemplars, so its attention is the same for every pair.
     """
+
+    uses_exemplars = True
 
     def __init__(self, head: TPTHead, boundaries: GroupBoundaries, span_mass: float = SPAN_MASS) -> None:
         self.head = head.eval()
@@ -149,3 +158,15 @@ class TPTScoringHead:
         ]
         return HeadVotes(votes=result.votes, relative=result.relative, per_exemplar_evidence=per_exemplar,
                          evidence={"span_mass": self.span_mass, "parts": parts})
+
+
+def build_head(name: str, feature_dim: int, label_scale: float, config: dict[str, Any],
+               state: dict[str, torch.Tensor]) -> ScoringHead:
+    """The scoring head a model directory names (``core``, ``tpt`` or ``pcln``), with its weights."""
+    if name == "core":
+        return CoReScoringHead.from_config(feature_dim, label_scale, config, state)
+    if name == "tpt":
+        return TPTScoringHead.from_config(feature_dim, label_scale, config, state)
+    if name == "pcln":
+        return PCLNScoringHead.from_config(feature_dim, config, state)
+    raise ValueError(f"unknown head {name!r}; expected core, tpt or pcln")

@@ -42,6 +42,9 @@ class BackboneConfig(BaseModel):
     arch: Literal["i3d"] = "i3d"
     width: float = Field(1.0, description="Channel multiplier; 1.0 is the standard Kinetics I3D.")
     feature_dim: int = 1024
+    padding: Literal["tf_same", "static_same"] = Field(
+        "tf_same", description="SAME padding arithmetic: 'static_same' reproduces the hassony2 port (CoRe, TPT)."
+    )
 
 
 class LabelConfig(BaseModel):
@@ -76,7 +79,7 @@ class ModelConfig(BaseModel):
     format_version: Literal[1] = 1
     model_id: str
     version: str
-    head: Literal["core"] = "core"
+    head: Literal["core", "tpt", "pcln"] = "core"
     backbone: BackboneConfig
     preprocessing: dict[str, Any]
     clips: dict[str, Any]

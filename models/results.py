@@ -62,7 +62,8 @@ class ScoreResult(BaseModel):
     difficulty_source: Literal["given", "estimated", "not_used"] = "not_used"
     action_class: str | None = None
     vote_spread: float = Field(description="Standard deviation of the exemplar votes, in score units.")
-    votes: list[ExemplarVote]
+    exemplar_free: bool = Field(False, description="True for heads that score without exemplars (PCLN).")
+    votes: list[ExemplarVote] = Field(description="The exemplars that voted (empty for exemplar-free heads).")
     evidence: dict[str, Any] = Field(default_factory=dict, description="Head-specific evidence for the query.")
     model: ModelRef
     video: VideoSummary | None = None

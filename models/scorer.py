@@ -10,7 +10,6 @@ features come from the bank; the M head evaluations run as one batch.
 
 from __future__ import annotations
 
-import math
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -21,12 +20,10 @@ import torch
 from safetensors.torch import load_file
 
 from exemplar_bank.bank import ExemplarBank
-from exemplar_bank.selection import select_exemplars
-from models.heads import CoReScoringHead, ScoringHead
-from models.i3d import I3D
-from models.model_dir import (
-    BACKBONE_WEIGHTS, BANK_DIR, HEAD_WEIGHTS, ModelConfig, ModelDirError, feature_fingerprint,
-)
+from exemplar_bank.selection import Selection, select_exemplars
+from models.feature_extractor import FeatureExtractor
+from models.heads import ScoringHead, build_head
+from models.model_dir import BANK_DIR, HEAD_WEIGHTS, ModelConfig, ModelDirError
 from models.results import ExemplarVote, Interval, ModelRef, ScoreResult, VideoSummary
 from video.decode import DecodedVideo, VideoLimits, decode_video
 
@@ -42,18 +39,16 @@ class QueryLabels:
 
 
 class Scorer:
-    """A loaded model: backbone, head and exemplar bank, ready to score videos."""
+    """A loaded model: feature extractor, head and exemplar bank, ready to score videos."""
 
-    def __init__(self, config: ModelConfig, backbone: I3D, head: ScoringHead, bank: ExemplarBank,
-                 fingerprint: str, device: torch.device) -> None:
+    def __init__(self, config: ModelConfig, extractor: FeatureExtractor, head: ScoringHead, bank: ExemplarBank) -> None:
+        bank.check_fingerprint(extractor.fingerprint)
         self.config = config
-        self.backbone = backbone
+        self.extractor = extractor
         self.head = head
         self.bank = bank
-        self.fingerprint = fingerprint
-        self.device = device
-        self.preprocessing = config.preprocessing_obj
-        self.clips = config.clip_protocol
+        self.fingerprint = extractor.fingerprint
+        self.preprocessing = extractor.preprocessing
         self._bank_labels = torch.tensor([self._label_of(e.final_score, e.difficulty) for e in bank.exemplars])
 
     @classmethod
@@ -61,23 +56,13 @@ class Scorer:
         """Load a model directory; the bank must carry this backbone's feature fingerprint."""
         model_dir = Path(model_dir)
         config = ModelConfig.load(model_dir)
-        for name in (BACKBONE_WEIGHTS, HEAD_WEIGHTS):
-            if not (model_dir / name).is_file():
-                raise ModelDirError(f"{model_dir} is missing {name}")
-        backbone_state = load_file(str(model_dir / BACKBONE_WEIGHTS))
-        backbone = I3D(width=config.backbone.width)
-        backbone.load_state_dict(backbone_state, strict=True)
-        backbone.eval().to(device)
-        if config.head != "core":
-            raise ModelDirError(f"unknown head {config.head!r}")
-        head = CoReScoringHead.from_config(
-            config.backbone.feature_dim, config.labels.scale, config.head_config,
-            load_file(str(model_dir / HEAD_WEIGHTS)),
-        )
-        fingerprint = feature_fingerprint(backbone_state, config.backbone, config.preprocessing_obj,
-                                          config.clip_protocol)
-        bank = ExemplarBank.load(model_dir / BANK_DIR, expected_fingerprint=fingerprint)
-        return cls(config, backbone, head, bank, fingerprint, torch.device(device))
+        extractor = FeatureExtractor.from_model_dir(model_dir, device=device, config=config)
+        if not (model_dir / HEAD_WEIGHTS).is_file():
+            raise ModelDirError(f"{model_dir} is missing {HEAD_WEIGHTS}")
+        head = build_head(config.head, config.backbone.feature_dim, config.labels.scale, config.head_config,
+                          load_file(str(model_dir / HEAD_WEIGHTS)))
+        bank = ExemplarBank.load(model_dir / BANK_DIR, expected_fingerprint=extractor.fingerprint)
+        return cls(config, extractor, head, bank)
 
     @property
     def model_ref(self) -> ModelRef:
@@ -91,12 +76,9 @@ class Scorer:
             return final_score / difficulty
         return final_score
 
-    @torch.inference_mode()
     def extract_features(self, decoded: DecodedVideo) -> torch.Tensor:
         """uint8 frames (T, H, W, 3) -> per-clip features (num_clips, D)."""
-        video = self.preprocessing.normalize(decoded.frames).to(self.device)
-        kinetics_range = self.preprocessing.normalization == "kinetics"
-        return self.backbone.extract_clip_features(video, self.clips, check_range=kinetics_range)[0].cpu()
+        return self.extractor(decoded)
 
     def score(self, path: Path, labels: QueryLabels = QueryLabels(), limits: VideoLimits = VideoLimits(),
               exclude_ids: frozenset[str] = frozenset()) -> ScoreResult:
@@ -122,12 +104,14 @@ class Scorer:
         difficulty, source = labels.difficulty, "given"
         if uses_difficulty and difficulty is None:
             difficulty, source = self.estimate_difficulty(pooled), "estimated"
-        selection = select_exemplars(
-            self.bank, pooled, self.config.voting.num_exemplars, difficulty=difficulty,
-            action_class=labels.action_class, strategy=self.config.voting.strategy,
-            exclude_ids=exclude_ids,
-        )
-        index = torch.tensor(selection.indices)
+        if self.head.uses_exemplars:
+            selection = select_exemplars(
+                self.bank, pooled, self.config.voting.num_exemplars, difficulty=difficulty,
+                action_class=labels.action_class, strategy=self.config.voting.strategy, exclude_ids=exclude_ids,
+            )
+        else:
+            selection = Selection(indices=[], reasons=[])
+        index = torch.tensor(selection.indices, dtype=torch.long)
         head_votes = self.head.vote(clip_features, self.bank.clip_features[index], self._bank_labels[index])
         factor = difficulty if uses_difficulty else 1.0
         final_votes = head_votes.votes.double().numpy() * factor
@@ -144,6 +128,7 @@ class Scorer:
         ]
         return ScoreResult(
             score=score,
+            exemplar_free=not self.head.uses_exemplars,
             interval=self._interval(score, final_votes, factor),
             execution_score=score / difficulty if uses_difficulty else None,
             difficulty=difficulty if uses_difficulty else None,
@@ -169,9 +154,3 @@ class Scorer:
         low, high = np.percentile(final_votes, [5, 95]) if len(final_votes) > 1 else (score, score)
         return Interval(low=float(low), high=float(high), method="votes")
 
-
-def conformal_quantile(abs_residuals: np.ndarray, level: float = 0.9) -> float:
-    """Split-conformal radius: the ceil((n + 1) * level)-th smallest |residual| (Vovk et al.)."""
-    ordered = np.sort(np.asarray(abs_residuals, dtype=float))
-    rank = min(math.ceil((len(ordered) + 1) * level), len(ordered))
-    return float(ordered[rank - 1])

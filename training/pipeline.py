@@ -6,10 +6,16 @@
 2. prepare the backbone (I3D at the profile's width): train it end to end (``backbone_epochs > 0``) or
    keep its initial weights and re-estimate its BatchNorm statistics on training videos;
 3. extract per-clip features once per video (feature cache);
-4. train the CoRe head on training pairs, keeping the epoch with the best validation Spearman;
+4. train the head (``core``, ``tpt`` or ``pcln``) on training dives, keeping the epoch with the best
+   validation Spearman;
 5. build the exemplar bank (train + validation dives), calibrate the 90% interval on validation
    residuals (split conformal), evaluate on the test split;
 6. write weights, bank, config, run report and model card.
+
+Options: ``init_backbone`` starts step 2 from a ``backbone.safetensors`` (e.g. written by LAV
+pretraining, ``training/pretrain_lav.py``; such a model also reports its LAV alignment path as
+evidence); ``label_fraction`` keeps only that fraction of the training labels (stratified by action
+class, seeded) and drops the other training dives altogether, so the bank holds only labelled dives.
 """
 
 from __future__ import annotations
@@ -17,33 +23,42 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from exemplar_bank.bank import Exemplar, ExemplarBank
 from models.clips import ClipProtocol
-from models.heads import CoReScoringHead
+from models.heads import CoReScoringHead, PCLNScoringHead, ScoringHead, TPTScoringHead
 from models.i3d import I3D
+from models.feature_extractor import FeatureExtractor
 from models.model_dir import (
     BACKBONE_WEIGHTS, BANK_DIR, HEAD_WEIGHTS, BackboneConfig, CalibrationConfig, LabelConfig, ModelConfig,
-    VotingConfig, feature_fingerprint,
+    ModelDirError, VotingConfig,
 )
+from models.pcln import MIN_FRAMES
 from models.scorer import Scorer
 from training.backbone import recalibrate_batchnorm, train_backbone, BackboneTrainConfig
 from training.datasets.folder_csv import load_folder_csv, split_records
 from training.datasets.records import DatasetError, DiveRecord
 from training.evaluate import Evaluation, evaluate_scorer
-from training.feature_cache import FeatureCache, decode_record, file_sha256
+from training.feature_cache import FeatureCache, file_sha256
 from training.model_card import git_commit, read_card, write_card
+from training.pretrain_lav import PRETRAIN_REPORT, read_pretrain_report
 from training.train_core import CoReTrainConfig, pairing_keys, train_core_head
+from training.train_pcln import PCLNTrainConfig, train_pcln
+from training.train_tpt import TPTTrainConfig, train_tpt_head
 from video.preprocessing import Preprocessing
 
 EXECUTION_SCALE = 30.0  # three judges x 10 points: execution labels lie in [0, 30]
+
+HeadName = Literal["core", "tpt", "pcln"]
+HEADS: tuple[str, ...] = ("core", "tpt", "pcln")
+HEAD_TITLES = {"core": "CoRe", "tpt": "TPT", "pcln": "PCLN"}
 
 
 @dataclass(frozen=True)
@@ -60,6 +75,8 @@ class TrainingProfile:
     num_exemplars: int = 10
     validation_fraction: float = 0.1
     test_fraction: float = 0.2
+    tpt: TPTTrainConfig = field(default_factory=TPTTrainConfig)
+    pcln: PCLNTrainConfig = field(default_factory=PCLNTrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,7 +84,7 @@ class TrainingProfile:
             "preprocessing": self.preprocessing.to_dict(), "clips": self.clips.to_dict(),
             "backbone_width": self.backbone_width, "backbone": asdict(self.backbone), "head": self.head.to_dict(),
             "num_exemplars": self.num_exemplars, "validation_fraction": self.validation_fraction,
-            "test_fraction": self.test_fraction,
+            "test_fraction": self.test_fraction, "tpt": self.tpt.to_dict(), "pcln": self.pcln.to_dict(),
         }
 
 
@@ -103,8 +120,36 @@ PROFILES: dict[str, TrainingProfile] = {
         num_exemplars=3,
         validation_fraction=0.2,
         test_fraction=0.2,
+        tpt=TPTTrainConfig(d_model=32, ffn_dim=32, head_hidden=16, self_attention_heads=4, epochs=6, batch_size=8,
+                           eval_every=3),
+        pcln=PCLNTrainConfig(temporal_channels=16, regression_hidden=(32, 16), pair_channels=8, conv_channels=(4, 8),
+                             epochs=6, batch_size=8, lr=1e-3, eval_every=3),
     ),
 }
+
+# The same profiles with TPT's clip protocol, for the heads that read the clip sequence: TPT (reference:
+# 20 clips of 8 frames) and PCLN (needs >= 16 time steps). The tiny variant reads 19 frames as 16 clips
+# of 4 frames.
+for _name in ("cpu", "kinetics"):
+    PROFILES[f"{_name}-tpt"] = replace(
+        PROFILES[_name], name=f"{_name}-tpt", clips=ClipProtocol.tpt(),
+        description=f"The {_name} profile with TPT's clip protocol (20 clips of 8 frames, stride 5, over 103 "
+        "frames), for the TPT and PCLN heads.",
+    )
+PROFILES["tiny-tpt"] = replace(
+    PROFILES["tiny"], name="tiny-tpt", description="Test profile for TPT and PCLN: the tiny I3D, 16 clips of 4 frames.",
+    preprocessing=replace(PROFILES["tiny"].preprocessing, num_frames=19), clips=ClipProtocol.strided(19, 4, 1),
+)
+
+
+def check_head(head: str, profile: TrainingProfile) -> None:
+    """Raise ValueError when ``head`` is unknown or cannot read ``profile``'s clips."""
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; choose from {', '.join(HEADS)}")
+    if head == "pcln" and profile.clips.num_clips < MIN_FRAMES:
+        raise ValueError(f"PCLN needs at least {MIN_FRAMES} clips per video and profile {profile.name!r} gives "
+                         f"{profile.clips.num_clips}; use a profile with TPT's clip protocol "
+                         f"({', '.join(n for n in PROFILES if n.endswith('-tpt'))})")
 
 
 def load_dataset(path: Path) -> list[DiveRecord]:
@@ -153,19 +198,22 @@ class TrainingRun:
 
 def train_model(dataset: Path, out: Path, profile: TrainingProfile, cache_dir: Path,
                 model_id: str | None = None, seed: int = 0, progress: bool = True,
-                data_description: dict[str, Any] | None = None) -> TrainingRun:
+                data_description: dict[str, Any] | None = None, head: HeadName = "core",
+                init_backbone: Path | None = None, label_fraction: float = 1.0) -> TrainingRun:
     """Train a model directory on ``dataset`` with ``profile``; see the module docstring."""
+    check_head(head, profile)
     started = time.perf_counter()
     timings: dict[str, float] = {}
     torch.manual_seed(seed)
     records = load_dataset(dataset)
     outer = split_records(records, profile.test_fraction, seed=seed)
     inner = split_records(outer.train, profile.validation_fraction / (1 - profile.test_fraction), seed=seed + 1)
-    train, val, test = inner.train, inner.test, outer.test
+    train, val, test = keep_labelled(inner.train, label_fraction, seed=seed + 2), inner.test, outer.test
     labels_config = _label_config(records)
 
     t = time.perf_counter()
     backbone = I3D(width=profile.backbone_width)
+    pretraining = load_initial_backbone(backbone, init_backbone) if init_backbone is not None else None
     backbone_history = []
     if profile.backbone.epochs > 0:
         backbone_history = train_backbone(backbone, train, val, profile, labels_config, progress=progress)
@@ -174,61 +222,63 @@ def train_model(dataset: Path, out: Path, profile: TrainingProfile, cache_dir: P
     timings["backbone"] = time.perf_counter() - t
 
     backbone_config = BackboneConfig(width=profile.backbone_width, feature_dim=backbone.feature_dim)
-    fingerprint = feature_fingerprint(backbone.state_dict(), backbone_config, profile.preprocessing, profile.clips)
+    extractor = FeatureExtractor(backbone, backbone_config, profile.preprocessing, profile.clips)
+    fingerprint = extractor.fingerprint
     t = time.perf_counter()
-    cache = FeatureCache(cache_dir, fingerprint, profile.preprocessing, _feature_fn(backbone, profile))
+    cache = FeatureCache(cache_dir, fingerprint, profile.preprocessing, extractor)
     features = {name: cache.get_many(part, progress=progress) for name, part in
                 (("train", train), ("val", val), ("test", test))}
     timings["features"] = time.perf_counter() - t
 
     config = ModelConfig(
-        model_id=model_id or f"{Path(dataset).stem}-core", version=time.strftime("%Y.%m.%d"),
+        model_id=model_id or f"{Path(dataset).stem}-{head}", version=time.strftime("%Y.%m.%d"), head=head,
         backbone=backbone_config, preprocessing=profile.preprocessing.to_dict(), clips=profile.clips.to_dict(),
         labels=labels_config, head_config={}, voting=VotingConfig(num_exemplars=profile.num_exemplars),
+        alignment_evidence=pretraining is not None and pretraining.get("method") == "lav",
     )
     train_bank = make_bank(train, features["train"], fingerprint)
-    train_labels = _labels(train, labels_config)
 
-    def validation_spearman(head, boundaries) -> float:  # noqa: ANN001
-        scorer = Scorer(config, backbone, CoReScoringHead(head, boundaries), train_bank, fingerprint, torch.device("cpu"))
+    def validation_spearman(scoring_head: ScoringHead) -> float:
+        scorer = Scorer(config, extractor, scoring_head, train_bank)
         evaluation = evaluate_scorer(scorer, val, features["val"], labels_config.final_score_range)
         metrics = evaluation.execution or evaluation.final
         return metrics["spearman"] if math.isfinite(metrics["spearman"]) else -1.0
 
     t = time.perf_counter()
-    keys = pairing_keys([r.action_class for r in train], [r.difficulty for r in train])
-    result = train_core_head(features["train"].mean(1), train_labels, keys,
-                             labels_config.scale, profile.head, validate=validation_spearman, progress=progress)
+    result = _train_head(head, profile, train, features["train"], labels_config, validation_spearman, progress)
     timings["head"] = time.perf_counter() - t
-    head = CoReScoringHead(result.head, result.boundaries)
-    config.head_config = {**result.head.config(), "boundaries": result.boundaries.to_list()}
+    config.head_config = result.config
+    scoring_head = result.scoring_head
 
     # Calibrate the interval on validation dives scored against the training bank (they never voted).
-    scorer = Scorer(config, backbone, head, train_bank, fingerprint, torch.device("cpu"))
+    scorer = Scorer(config, extractor, scoring_head, train_bank)
     validation = evaluate_scorer(scorer, val, features["val"], labels_config.final_score_range)
     config.calibration = calibrate(validation, labels_config)
 
     bank = make_bank(train + val, torch.cat([features["train"], features["val"]]), fingerprint)
-    scorer = Scorer(config, backbone, head, bank, fingerprint, torch.device("cpu"))
+    scorer = Scorer(config, extractor, scoring_head, bank)
     test_evaluation = evaluate_scorer(scorer, test, features["test"], labels_config.final_score_range)
     timings["total"] = time.perf_counter() - started
 
     out.mkdir(parents=True, exist_ok=True)
     config.save(out)
     save_file({k: v.contiguous() for k, v in backbone.state_dict().items()}, str(out / BACKBONE_WEIGHTS))
-    save_file({k: v.contiguous() for k, v in result.head.state_dict().items()}, str(out / HEAD_WEIGHTS))
+    save_file({k: v.contiguous() for k, v in result.module.state_dict().items()}, str(out / HEAD_WEIGHTS))
     bank.save(out / BANK_DIR)
     test_evaluation.write(out / "report", f"{config.model_id}: test split")
     (out / "report" / "training.json").write_text(json.dumps(
         {"backbone_history": backbone_history, "head_history": result.history,
          "best_head_epoch": result.best_epoch, "timings": timings}, indent=2) + "\n")
+    backbone_init = None if init_backbone is None else {"path": str(init_backbone), "pretraining": pretraining}
     card = {
         "model_id": config.model_id, "version": config.version, "head": config.head,
-        "summary": f"CoRe head on I3D features (profile {profile.name}), trained on {len(train)} dives.",
+        "summary": f"{HEAD_TITLES[head]} head on I3D features (profile {profile.name}), trained on {len(train)} "
+                   "dives.",
         "data": {"dataset": str(dataset), **(data_description or {}), "train": len(train),
                  "validation": len(val), "test": len(test), "bank_exemplars": len(bank),
-                 "split_seed": seed},
-        "training": {"profile": profile.to_dict(), "best_head_epoch": result.best_epoch,
+                 "split_seed": seed, "label_fraction": label_fraction},
+        "training": {"profile": profile.to_dict(), "head": head, "head_training": result.training_config,
+                     "backbone_init": backbone_init, "best_head_epoch": result.best_epoch,
                      "seconds": {k: round(v, 1) for k, v in timings.items()}},
         "evaluations": {"test split": test_evaluation.summary()},
         "calibration": config.calibration.model_dump() if config.calibration else None,
@@ -237,6 +287,71 @@ def train_model(dataset: Path, out: Path, profile: TrainingProfile, cache_dir: P
     }
     write_card(out, card)
     return TrainingRun(model_dir=out, test_evaluation=test_evaluation, timings=timings)
+
+
+@dataclass
+class TrainedHead:
+    """Step 4's result, whatever the head: its serving adapter, weights module and head_config."""
+
+    scoring_head: ScoringHead
+    module: torch.nn.Module
+    config: dict[str, Any]
+    training_config: dict[str, Any]
+    history: list[dict[str, float]]
+    best_epoch: int
+
+
+def _train_head(head: HeadName, profile: TrainingProfile, train: list[DiveRecord], clip_features: torch.Tensor,
+                labels_config: LabelConfig, validation_spearman, progress: bool) -> TrainedHead:  # noqa: ANN001
+    """Train ``head`` on the training dives' per-clip features (N, C, D), selecting epochs on validation."""
+    labels = _labels(train, labels_config)
+    if head == "pcln":
+        pcln = train_pcln(clip_features, labels, profile.pcln, progress=progress,
+                          validate=lambda model: validation_spearman(PCLNScoringHead(model)))
+        return TrainedHead(PCLNScoringHead(pcln.model), pcln.model, pcln.model.config(), profile.pcln.to_dict(),
+                           pcln.history, pcln.best_epoch)
+    keys = pairing_keys([r.action_class for r in train], [r.difficulty for r in train])
+    if head == "tpt":
+        tpt = train_tpt_head(clip_features, labels, keys, labels_config.scale, profile.tpt, progress=progress,
+                             validate=lambda h, b: validation_spearman(TPTScoringHead(h, b)))
+        config = {**tpt.head.config(), "boundaries": tpt.boundaries.to_list()}
+        training = {**profile.tpt.to_dict(), "ranking_margin": tpt.ranking_margin}
+        return TrainedHead(TPTScoringHead(tpt.head, tpt.boundaries), tpt.head, config, training, tpt.history,
+                           tpt.best_epoch)
+    core = train_core_head(clip_features.mean(1), labels, keys, labels_config.scale, profile.head, progress=progress,
+                           validate=lambda h, b: validation_spearman(CoReScoringHead(h, b)))
+    config = {**core.head.config(), "boundaries": core.boundaries.to_list()}
+    return TrainedHead(CoReScoringHead(core.head, core.boundaries), core.head, config, profile.head.to_dict(),
+                       core.history, core.best_epoch)
+
+
+def keep_labelled(train: list[DiveRecord], fraction: float, seed: int) -> list[DiveRecord]:
+    """The training dives whose labels the scarce-label experiment keeps: ``fraction`` of them, stratified
+    by action class and seeded (``split_records``); all of them when ``fraction`` is 1."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"label_fraction must be in (0, 1], got {fraction}")
+    if fraction == 1.0:
+        return train
+    kept = split_records(train, 1.0 - fraction, seed=seed).train
+    if len(kept) < 2:
+        raise DatasetError(f"label_fraction {fraction} keeps {len(kept)} of {len(train)} training dives; need >= 2")
+    return kept
+
+
+def load_initial_backbone(backbone: I3D, path: Path) -> dict[str, Any] | None:
+    """Load ``backbone.safetensors`` at ``path`` into ``backbone`` (strict); returns the pretraining report
+    written beside it (``pretrain.json``), if any."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / BACKBONE_WEIGHTS
+    if not path.is_file():
+        raise ModelDirError(f"{path}: no backbone weights file")
+    try:
+        backbone.load_state_dict(load_file(str(path)), strict=True)
+    except RuntimeError as exc:
+        raise ModelDirError(f"{path} does not fit this profile's I3D (width {backbone.width}): {exc}") from exc
+    report = path.parent / PRETRAIN_REPORT
+    return read_pretrain_report(report) if report.is_file() else None
 
 
 def calibrate(validation: Evaluation, labels: LabelConfig, level: float = 0.9) -> CalibrationConfig:
@@ -249,15 +364,6 @@ def calibrate(validation: Evaluation, labels: LabelConfig, level: float = 0.9) -
     ordered = np.sort(residuals)
     rank = min(math.ceil((len(ordered) + 1) * level), len(ordered))
     return CalibrationConfig(abs_residual_q90=float(ordered[rank - 1]), num_residuals=len(ordered))
-
-
-def _feature_fn(backbone: I3D, profile: TrainingProfile):  # noqa: ANN202
-    @torch.inference_mode()
-    def features(decoded) -> torch.Tensor:  # noqa: ANN001
-        video = profile.preprocessing.normalize(decoded.frames)
-        return backbone.extract_clip_features(video, profile.clips,
-                                              check_range=profile.preprocessing.normalization == "kinetics")[0]
-    return features
 
 
 def evaluate_model_dir(model_dir: Path, dataset: Path, cache_dir: Path, out: Path | None = None,
@@ -282,12 +388,11 @@ def evaluate_model_dir(model_dir: Path, dataset: Path, cache_dir: Path, out: Pat
 
 def rebuild_bank(model_dir: Path, dataset: Path, cache_dir: Path, progress: bool = True) -> ExemplarBank:
     """Replace a model's exemplar bank with the dives of ``dataset``, embedded by the model's backbone."""
-    scorer = Scorer.from_dir(model_dir)
+    extractor = FeatureExtractor.from_model_dir(model_dir)
     records = load_dataset(dataset)
-    cache = FeatureCache(cache_dir, scorer.fingerprint, scorer.preprocessing, scorer.extract_features)
-    bank = make_bank(records, cache.get_many(records, progress=progress), scorer.fingerprint)
+    cache = FeatureCache(cache_dir, extractor.fingerprint, extractor.preprocessing, extractor)
+    bank = make_bank(records, cache.get_many(records, progress=progress), extractor.fingerprint)
     bank.save(model_dir / BANK_DIR)
     return bank
 
 
-__all__ = ["PROFILES", "TrainingProfile", "train_model", "evaluate_model_dir", "rebuild_bank", "decode_record"]

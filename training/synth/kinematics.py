@@ -294,6 +294,22 @@ class DiveMotion:
             out.append((d.x_m + d.vx * age, y, d.radius_m))
         return out
 
+    def splash_bounds(self) -> tuple[float, float, float]:
+        """(left x, right x, top y) of everything the splash ever covers above the water.
+
+        Every droplet's whole arc (its radius included) and the foam at its widest; the tracking
+        camera keeps this box in view from the entry on.
+        """
+        scale = self.faults.splash_scale
+        foam_half_width = SPLASH_HALF_WIDTH_M * scale * 1.4
+        left, right, top = self.contact_x - foam_half_width, self.contact_x + foam_half_width, 0.0
+        for d in self.droplets:
+            landing_x = d.x_m + d.vx * 2.0 * d.vy / GRAVITY
+            left = min(left, d.x_m - d.radius_m, landing_x - d.radius_m)
+            right = max(right, d.x_m + d.radius_m, landing_x + d.radius_m)
+            top = max(top, d.vy**2 / (2.0 * GRAVITY) + d.radius_m)
+        return left, right, top
+
     def foam_at(self, t: float) -> tuple[float, float, float] | None:
         """(centre x, half width, whiteness 0..1) of the foam patch on the surface, or None."""
         age = t - self.flight_seconds

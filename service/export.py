@@ -1,0 +1,45 @@
+"""One flat row per scored item, for CSV/JSON exports (batch results API and ``aqa batch``)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+
+from models.results import ScoreResult
+from service.schemas import JobError
+
+COLUMNS = (
+    "source", "job_id", "status", "score", "interval_low", "interval_high", "interval_method", "difficulty",
+    "difficulty_source", "execution_score", "action_class", "vote_spread", "model_id", "model_version",
+    "error_code", "error_message", "seconds",
+)
+
+
+def result_row(source: str, job_id: str | None, status: str, result: ScoreResult | None = None,
+               error: JobError | None = None) -> dict[str, object]:
+    """Flatten an item's outcome; the columns a result or an error does not have stay None."""
+    row: dict[str, object] = dict.fromkeys(COLUMNS)
+    row.update(source=source, job_id=job_id, status=status)
+    if result is not None:
+        row.update(
+            score=round(result.score, 4), interval_low=round(result.interval.low, 4),
+            interval_high=round(result.interval.high, 4), interval_method=result.interval.method,
+            difficulty=result.difficulty, difficulty_source=result.difficulty_source,
+            execution_score=None if result.execution_score is None else round(result.execution_score, 4),
+            action_class=result.action_class, vote_spread=round(result.vote_spread, 4),
+            model_id=result.model.id, model_version=result.model.version,
+            seconds=round(result.timings["total"], 3) if "total" in result.timings else None,
+        )
+    if error is not None:
+        row.update(error_code=error.code, error_message=error.message)
+    return row
+
+
+def rows_to_csv(rows: Iterable[dict[str, object]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return buffer.getvalue()

@@ -1,0 +1,129 @@
+"""POST /v1/scores (upload a dive) and GET /v1/jobs/{id} (follow it)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from service.dependencies import ServicesDep, require_read, require_score
+from service.dispatch import Services, new_id
+from service.errors import ApiError, error_responses
+from service.schemas import Job, JobAccepted, JobRecord, JobRequest, ScoreFields
+from service.uploads import FILE_FIELD, receive_upload
+from video.errors import VideoError
+from video.probe import probe_video
+
+router = APIRouter(prefix="/v1", tags=["scoring"])
+
+UPLOAD_FORM = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": {
+            "type": "object",
+            "required": [FILE_FIELD],
+            "properties": {
+                FILE_FIELD: {"type": "string", "format": "binary",
+                             "description": "The dive video. Its content is checked (probed), not its name."},
+                "difficulty": {"type": "number", "exclusiveMinimum": 0, "maximum": 5, "example": 3.2,
+                               "description": "Difficulty degree; estimated from similar dives when omitted."},
+                "action_class": {"type": "string", "example": "107B",
+                                 "description": "Dive code; narrows the choice of exemplars."},
+                "competition": {"type": "string", "example": "2024 National Championships"},
+                "event": {"type": "string", "example": "Women's 3m springboard final"},
+            },
+        }}},
+    }
+}
+
+
+def status_url(job_id: str) -> str:
+    return f"/v1/jobs/{job_id}"
+
+
+@router.post(
+    "/scores",
+    status_code=202,
+    response_model=JobAccepted,
+    summary="Upload a dive video to score",
+    description="Streams the upload to disk (413 over AQA_MAX_UPLOAD_BYTES), checks that it is a usable video "
+    "by probing it (422 with a reason if not), and queues it (429 with Retry-After when the queue is full). "
+    "With `?wait=SECONDS` the finished job is returned inline (200) if it finishes in time.",
+    responses={200: {"model": Job, "description": "The job finished within `wait` seconds."},
+               **error_responses(400, 401, 403, 413, 415, 422, 429, 503)},
+    openapi_extra=UPLOAD_FORM,
+    dependencies=[require_score],
+)
+async def submit_score(
+    request: Request,
+    services: ServicesDep,
+    wait: Annotated[float, Query(ge=0, description="Seconds to wait for the result (capped by the server).")] = 0,
+) -> JSONResponse:
+    settings = services.settings
+    if await run_in_threadpool(services.store.active_count) >= settings.max_queue_depth:
+        raise services.queue_full()  # before reading a byte of the upload
+    job_id = new_id()
+    settings.upload_dir.mkdir(parents=True, exist_ok=True)
+    upload = await receive_upload(request, settings.upload_dir / job_id, settings.max_upload_bytes)
+    try:
+        fields = _score_fields(upload.fields)
+        try:
+            await run_in_threadpool(probe_video, upload.path, settings.video_limits)
+        except VideoError as exc:
+            raise ApiError(422, exc.code, exc.reason) from exc
+        job_request = JobRequest(source_name=upload.filename, video_path=str(upload.path.resolve()),
+                                 owns_file=True, **fields.model_dump())
+        [record] = await run_in_threadpool(services.submit, [job_request], [job_id])
+    except BaseException:
+        upload.path.unlink(missing_ok=True)
+        raise
+    if wait > 0:
+        finished = await _wait_for(services, job_id, min(wait, settings.max_wait_seconds))
+        if finished is not None:
+            return JSONResponse(Job.from_record(finished).model_dump(mode="json"), status_code=200)
+    accepted = JobAccepted(job_id=job_id, status=record.status, status_url=status_url(job_id))
+    return JSONResponse(accepted.model_dump(mode="json"), status_code=202, headers={"Location": accepted.status_url})
+
+
+@router.get(
+    "/jobs/{job_id}",
+    response_model=Job,
+    summary="A job's state and, when done, its score",
+    description="queued / running / done / failed. A done job carries the score, its 90% interval, the exemplars "
+    "that voted (id, their score, the relative score predicted against each), the model id and version and the "
+    "seconds per stage; a failed one says why.",
+    responses=error_responses(401, 403, 404),
+    dependencies=[require_read],
+)
+def get_job(job_id: str, services: ServicesDep) -> Job:
+    record = services.store.get(job_id)
+    if record is None:
+        days = services.settings.result_expires / 86400
+        raise ApiError(404, "job_not_found", f"There is no job {job_id} (finished jobs are kept {days:g} days).")
+    return Job.from_record(record)
+
+
+def _score_fields(fields: dict[str, str]) -> ScoreFields:
+    try:
+        return ScoreFields.model_validate({k: v for k, v in fields.items() if v != ""})
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("form", *e["loc"])} for e in exc.errors()]) from exc
+
+
+async def _wait_for(services: Services, job_id: str, seconds: float) -> JobRecord | None:
+    deadline = time.monotonic() + seconds
+    pause = 0.05
+    while True:
+        record = await run_in_threadpool(services.store.get, job_id)
+        if record is not None and record.status.finished:
+            return record
+        if time.monotonic() + pause > deadline:
+            return None
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.5)

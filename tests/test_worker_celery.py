@@ -1,0 +1,151 @@
+"""Real Celery workers (`aqa worker`, prefork) on the real Redis, behind a real `aqa serve` in Celery mode.
+
+A job whose pool process is killed (-9), or whose whole worker is killed (-9) and replaced by a fresh
+one, still finishes with exactly one result; a job over the soft time limit fails with a reason. The
+redelivery delay (AQA_VISIBILITY_TIMEOUT) is set to 3 s here to show it; AQA_TEST_TASK_DELAY_SECONDS
+makes each job wait before scoring so it can be killed mid-way.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from models.scorer import QueryLabels, Scorer
+from service.client import ScoringClient
+from service.jobs.redis import RedisJobStore
+from tests.service_processes import (
+    REDIS_URL,
+    RedisNamespace,
+    ServiceProcess,
+    child_pids,
+    free_port,
+    service_env,
+    start_api,
+    start_worker,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slow
+
+VISIBILITY_TIMEOUT = 3.0
+
+
+@pytest.fixture(scope="module")
+def namespace() -> Iterator[RedisNamespace]:
+    namespace = RedisNamespace()
+    try:
+        yield namespace
+    finally:
+        namespace.cleanup()
+
+
+@pytest.fixture(scope="module")
+def env(namespace: RedisNamespace, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return service_env(**namespace.settings(), model_dir=tiny_model_dir, data_dir=tmp_path_factory.mktemp("celery"),
+                       port=free_port(), torch_threads=1, visibility_timeout=VISIBILITY_TIMEOUT,
+                       task_soft_time_limit=20, task_time_limit=30, worker_heartbeat_seconds=1)
+
+
+@pytest.fixture(scope="module")
+def api(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    process, url = start_api(env, tmp_path_factory.mktemp("api-log") / "api.log")
+    try:
+        yield url
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def store(namespace: RedisNamespace) -> Iterator[RedisJobStore]:
+    store = RedisJobStore(REDIS_URL, prefix=namespace.prefix, result_expires=600)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def worker(env: dict[str, str], log: Path, **settings: object) -> ServiceProcess:
+    return start_worker({**env, **{f"AQA_{k.upper()}": str(v) for k, v in settings.items()}}, log)
+
+
+def dive(tiny_dataset: Path, n: int) -> Path:
+    return tiny_dataset / "videos" / f"dive_{n:05d}.mp4"
+
+
+def running_on(store: RedisJobStore, job_id: str) -> int:
+    """Wait until the job runs; the pid of the process running it (the job's worker is host:pid)."""
+    record = wait_until(lambda: (r := store.get(job_id)) and r.status.value == "running" and r, 30,
+                        f"job {job_id} to run")
+    return int(record.worker.rsplit(":", 1)[1])
+
+
+def finished_count(store: RedisJobStore) -> int:
+    return int(store.counters().get("finished:done", 0))
+
+
+def test_a_job_survives_the_kill_of_its_pool_process(api: str, env: dict[str, str], store: RedisJobStore,
+                                                     tiny_dataset: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    process = worker(env, tmp_path / "worker.log", test_task_delay_seconds=3)
+    try:
+        done_before = finished_count(store)
+        with ScoringClient(api) as client:
+            job_id = client.submit(dive(tiny_dataset, 0), difficulty=3.0).job_id
+            child = running_on(store, job_id)
+            assert child in child_pids(process.pid)  # a prefork pool process, not the worker itself
+            os.kill(child, signal.SIGKILL)
+            job = client.wait(job_id, timeout=60)
+        assert job.status.value == "done" and job.attempts == 2
+        assert finished_count(store) == done_before + 1  # exactly one result was stored
+        expected = Scorer.from_dir(tiny_model_dir).score(dive(tiny_dataset, 0), QueryLabels(difficulty=3.0))
+        assert job.result.score == pytest.approx(expected.score, rel=1e-6)
+        assert "signal 9" in process.log() and process.log().count("loaded model") == 1  # inherited by pool processes
+    finally:
+        process.stop()
+
+
+def test_a_job_survives_the_kill_of_its_whole_worker(api: str, env: dict[str, str], store: RedisJobStore,
+                                                     tiny_dataset: Path, tmp_path: Path) -> None:
+    first = worker(env, tmp_path / "first.log", test_task_delay_seconds=3)
+    try:
+        done_before = finished_count(store)
+        with ScoringClient(api) as client:
+            job_id = client.submit(dive(tiny_dataset, 1)).job_id
+            running_on(store, job_id)
+            first.kill()  # SIGKILL to the worker and its pool at once: the job stays unacknowledged
+    finally:
+        first.stop()
+    killed_at = time.monotonic()
+    second = worker(env, tmp_path / "second.log")
+    try:
+        with ScoringClient(api) as client:
+            job = client.wait(job_id, timeout=60)
+        redelivered_after = time.monotonic() - killed_at
+    finally:
+        second.stop()
+    assert job.status.value == "done" and job.attempts == 2
+    assert finished_count(store) == done_before + 1
+    print(f"\nwhole-worker kill: redelivered and finished {redelivered_after:.1f} s after the kill "
+          f"(visibility timeout {VISIBILITY_TIMEOUT:g} s, fresh worker start-up included)")
+
+
+def test_a_job_over_the_soft_time_limit_fails_with_a_reason(api: str, env: dict[str, str], tiny_dataset: Path,
+                                                            tmp_path: Path) -> None:
+    process = worker(env, tmp_path / "worker.log", test_task_delay_seconds=3, task_soft_time_limit=1,
+                     task_time_limit=10)
+    try:
+        with ScoringClient(api) as client:
+            job = client.score(dive(tiny_dataset, 2), timeout=60)
+            ready = client.readiness()
+            models = client.models()
+    finally:
+        process.stop()
+    assert job.status.value == "failed" and job.error.code == "timeout"
+    assert job.error.message.startswith("Scoring took longer than this server's 1 s limit")
+    assert ready.ready and ready.mode == "celery"
+    assert models[0].workers == 1 and models[0].runtime == "torch"

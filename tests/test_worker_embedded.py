@@ -1,0 +1,111 @@
+"""Worker internals with the real tiny model: model cache, configuration errors, run_job, the embedded pool."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from models.scorer import QueryLabels, Scorer
+from service.jobs.sqlite import SqliteJobStore
+from service.schemas import JobRecord, JobRequest, JobStatus
+from service.settings import ConfigurationError, ServiceSettings
+from workers import model_cache
+from workers.embedded import EmbeddedPool
+from workers.runner import run_job
+
+
+@pytest.fixture(scope="module")
+def dive(tiny_dataset: Path) -> Path:
+    return tiny_dataset / "videos" / "dive_00001.mp4"
+
+
+def settings_for(model_dir: Path, data_dir: Path, **extra: object) -> ServiceSettings:
+    return ServiceSettings(model_dir=model_dir, data_dir=data_dir, torch_threads=1, **extra)
+
+
+def request_for(video: Path, owns_file: bool = False, difficulty: float | None = None) -> JobRequest:
+    return JobRequest(source_name=video.name, video_path=str(video), owns_file=owns_file, difficulty=difficulty)
+
+
+def test_the_model_is_loaded_once_per_process(tiny_model_dir: Path, tmp_path: Path) -> None:
+    settings = settings_for(tiny_model_dir, tmp_path)
+    first = model_cache.get_scorer(settings)
+    assert model_cache.get_scorer(settings_for(tiny_model_dir, tmp_path / "other")) is first
+    description = model_cache.describe(first, settings)
+    assert description.info.model == first.model_ref
+    assert [e.id for e in description.exemplars] == [e.id for e in first.bank.exemplars]
+
+
+def test_device_and_runtime_selection() -> None:
+    assert model_cache.select_device("auto") == "cpu"  # no GPU on this machine
+    with pytest.raises(ConfigurationError, match="sees no CUDA device"):
+        model_cache.select_device("cuda")
+    with pytest.raises(ConfigurationError, match="ONNX export .* lands with the training issue"):
+        model_cache.get_scorer(ServiceSettings(runtime="onnx"))
+
+
+def test_a_missing_or_broken_model_dir_is_a_clear_configuration_error(tmp_path: Path, tiny_model_dir: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"The model directory .*nowhere does not exist"):
+        model_cache.get_scorer(settings_for(tmp_path / "nowhere", tmp_path))
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    (broken / "head.safetensors").unlink()
+    with pytest.raises(ConfigurationError, match="could not be loaded: .*head.safetensors"):
+        model_cache.get_scorer(settings_for(broken, tmp_path))
+
+
+def test_run_job_scores_once_and_a_redelivery_changes_nothing(tiny_model_dir: Path, dive: Path,
+                                                              tmp_path: Path) -> None:
+    settings = settings_for(tiny_model_dir, tmp_path)
+    store = SqliteJobStore(settings.sqlite_path, result_expires=3600)
+    upload = tmp_path / "upload.mp4"
+    shutil.copy(dive, upload)
+    store.admit([JobRecord(id="j1", status=JobStatus.queued, request=request_for(upload, True, 3.0),
+                           created_at=time.time())], max_depth=5)
+    scorer = model_cache.get_scorer(settings)
+    done = run_job("j1", store, settings, lambda: scorer, "test-worker")
+    expected = Scorer.from_dir(tiny_model_dir).score(dive, QueryLabels(difficulty=3.0))
+    assert done.status is JobStatus.done and done.attempts == 1
+    assert done.result.score == pytest.approx(expected.score, rel=1e-6)
+    assert [v.id for v in done.result.votes] == [v.id for v in expected.votes]
+    assert not upload.exists()  # the service's copy of an upload is deleted once scored
+    again = run_job("j1", store, settings, lambda: scorer, "another-worker")
+    assert again == done
+    assert store.counters()["finished:done"] == 1
+
+
+def test_run_job_fails_an_unusable_video_with_its_reason(tiny_model_dir: Path, tmp_path: Path) -> None:
+    settings = settings_for(tiny_model_dir, tmp_path)
+    store = SqliteJobStore(settings.sqlite_path, result_expires=3600)
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a dive at all\n")
+    store.admit([JobRecord(id="j1", status=JobStatus.queued, request=request_for(text), created_at=time.time())], 5)
+    failed = run_job("j1", store, settings, lambda: model_cache.get_scorer(settings), "w")
+    assert failed.status is JobStatus.failed and failed.result is None
+    assert failed.error.code == "not_a_video" and failed.error.message == "The file is plain text, not a video."
+    assert text.exists()  # not the service's copy: an archive file is never deleted
+
+
+def test_the_pool_requeues_jobs_left_unfinished_by_a_crash(tiny_model_dir: Path, dive: Path, tmp_path: Path) -> None:
+    settings = settings_for(tiny_model_dir, tmp_path)
+    store = SqliteJobStore(settings.sqlite_path, result_expires=3600)
+    now = time.time()
+    store.admit([JobRecord(id=f"j{i}", status=JobStatus.queued, request=request_for(dive), created_at=now + i)
+                 for i in range(3)], max_depth=5)
+    store.start("j0", "a-worker-that-then-crashed", now)  # was running when the process died
+    pool = EmbeddedPool(settings, SqliteJobStore(settings.sqlite_path, result_expires=3600))
+    pool.start()
+    try:
+        assert pool.checks()["model"].ok
+        deadline = time.monotonic() + 30
+        while store.unfinished_ids() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        pool.stop()
+    records = store.get_many(["j0", "j1", "j2"])
+    assert [r.status for r in records] == [JobStatus.done] * 3
+    assert [r.attempts for r in records] == [2, 1, 1]
+    assert store.live_models(time.time()) == []  # the stopped pool unregistered itself

@@ -1,0 +1,143 @@
+"""Train the TPT head on cached per-clip features (N, C, D).
+
+TPT parses every video's clip sequence into K temporal parts, so it trains on the per-clip features
+(the clip axis is what its decoder attends over), never on clip averages. Each step draws a batch of
+queries and, for each, one exemplar from the same pairing group (``training.train_core.pairing_keys``,
+as for CoRe); every pair is used in both directions, (query, exemplar) and (exemplar, query), as the
+reference training loop does. The objective is ``models.tpt.tpt_loss`` with the reference weights
+(cls + reg + ranking + 0.05 sparsity; Bai et al. 2022, Sec. 3.3) on the relative label
+s_query - s_exemplar; the groups are CoRe's (symmetric |delta| quantiles, outer bound = label scale).
+
+Optimiser (methods.md): Adam, lr 1e-4 for the decoder and the pair encoder, 1e-3 for the classifier and
+regressor heads. The epoch with the best ``validate(head, boundaries)`` is kept.
+
+Ranking margin: the reference margin 2 is for T = 20 clips. Centres live on the clip axis [1, T], so the
+margin scales with it, m = 2 T / 20, capped at (T - 1) / (K + 1): the largest margin for which all K + 1
+hinge terms (K - 1 gaps, the first centre >= 1 + m, the last <= T - m) can be zero at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from models.gart import GroupBoundaries
+from models.tpt import RANKING_MARGIN, TPTHead, TPTLossWeights, tpt_loss
+from training.train_core import _partner, pair_groups, within_group_deltas
+
+REFERENCE_NUM_CLIPS = 20
+
+
+@dataclass
+class TPTTrainConfig:
+    """Architecture (``TPTHead`` arguments) and recipe; defaults are the reference configuration."""
+
+    d_model: int = 512
+    num_parts: int = 5
+    num_layers: int = 2
+    ffn_dim: int = 512
+    num_groups: int = 16
+    head_hidden: int = 128
+    self_attention_heads: int = 8
+    dropout: float = 0.1
+    epochs: int = 60
+    batch_size: int = 32
+    lr_decoder: float = 1e-4
+    lr_heads: float = 1e-3
+    weight_decay: float = 1e-5
+    sparsity_weight: float = 0.05
+    eval_every: int = 5
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TPTTrainResult:
+    head: TPTHead
+    boundaries: GroupBoundaries
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    ranking_margin: float = RANKING_MARGIN
+
+
+def ranking_margin(num_clips: int, num_parts: int) -> float:
+    """The reference margin (2 at 20 clips) scaled to ``num_clips``, capped so that it can be met."""
+    return min(RANKING_MARGIN * num_clips / REFERENCE_NUM_CLIPS, (num_clips - 1) / (num_parts + 1))
+
+
+def train_tpt_head(
+    clip_features: torch.Tensor,
+    labels: torch.Tensor,
+    group_keys: Sequence[str | None],
+    label_scale: float,
+    config: TPTTrainConfig,
+    validate: Callable[[TPTHead, GroupBoundaries], float] | None = None,
+    progress: bool = True,
+) -> TPTTrainResult:
+    """Fit a TPT head on (N, C, D) per-clip features and (N,) labels; keep the epoch ``validate`` likes best."""
+    if clip_features.dim() != 3:
+        raise ValueError(f"TPT trains on per-clip features (N, C, D), got shape {tuple(clip_features.shape)}")
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    groups = [g for g in pair_groups(group_keys) if len(g) > 1]
+    if not groups:
+        raise ValueError("TPT training needs at least one group with two or more dives")
+    partner_pool = {int(i): g for g in groups for i in g}
+    trainable = np.array(sorted(partner_pool))
+    boundaries = GroupBoundaries.from_deltas(
+        within_group_deltas(labels.double().numpy(), groups), num_groups=config.num_groups, symmetric=True,
+        score_range=label_scale,
+    )
+    num_clips, feature_dim = clip_features.shape[1:]
+    head = TPTHead(in_dim=feature_dim, d_model=config.d_model, num_parts=config.num_parts,
+                   num_layers=config.num_layers, ffn_dim=config.ffn_dim, num_groups=config.num_groups,
+                   head_hidden=config.head_hidden, self_attention_heads=config.self_attention_heads,
+                   dropout=config.dropout)
+    optimizer = torch.optim.Adam([
+        {"params": [*head.action_decoder.parameters(), *head.pair_encoder.parameters()], "lr": config.lr_decoder},
+        {"params": [*head.cls.parameters(), *head.reg.parameters()], "lr": config.lr_heads},
+    ], weight_decay=config.weight_decay)
+    margin = ranking_margin(num_clips, config.num_parts)
+    weights = TPTLossWeights(sparsity=config.sparsity_weight)
+    features = clip_features.float()
+
+    best_score, best_state, best_epoch, history = -np.inf, None, 0, []
+    terms = ("cls", "reg", "rank", "sparsity")
+    for epoch in tqdm(range(1, config.epochs + 1), desc="TPT head", unit="epoch", disable=not progress):
+        head.train()
+        order = rng.permutation(trainable)
+        totals = dict.fromkeys(terms, 0.0)
+        for start in range(0, len(order), config.batch_size):
+            query = order[start : start + config.batch_size]
+            exemplar = np.array([_partner(partner_pool[int(i)], int(i), rng) for i in query])
+            # both directions of every pair: (q, e) then (e, q)
+            q = torch.as_tensor(np.concatenate([query, exemplar]))
+            e = torch.as_tensor(np.concatenate([exemplar, query]))
+            group_idx, reg_target = boundaries.assign((labels[q] - labels[e]).float())
+            loss = tpt_loss(head(features[q], features[e]), group_idx, reg_target, weights, margin)
+            optimizer.zero_grad(set_to_none=True)
+            loss["total"].backward()
+            optimizer.step()
+            for term in terms:
+                totals[term] += loss[term].item() * len(query)
+        record: dict[str, float] = {"epoch": epoch, **{f"loss_{t}": v / len(order) for t, v in totals.items()}}
+        if validate is not None and (epoch % config.eval_every == 0 or epoch == config.epochs):
+            head.eval()
+            record["validation"] = validate(head, boundaries)
+            if record["validation"] > best_score:
+                best_score, best_epoch = record["validation"], epoch
+                best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
+        history.append(record)
+    if best_state is not None:
+        head.load_state_dict(best_state)
+    else:
+        best_epoch = config.epochs
+    return TPTTrainResult(head=head.eval(), boundaries=boundaries, history=history, best_epoch=best_epoch,
+                          ranking_margin=margin)
+

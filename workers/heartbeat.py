@@ -1,0 +1,62 @@
+"""A worker process announces itself and its loaded model in the job store, every few seconds.
+
+The API's /readyz ("a model is loaded") and /v1/models read these announcements; one that was not
+refreshed for three intervals counts as gone (a killed worker disappears by itself). The beat also
+purges expired jobs from stores that do not expire them by themselves (SQLite).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+
+from service.jobs import JobStore
+from service.schemas import ModelDescription
+
+log = logging.getLogger(__name__)
+
+
+def worker_id() -> str:
+    """host:pid of this process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Heartbeat:
+    def __init__(self, store: JobStore, description: ModelDescription, interval: float,
+                 worker: str | None = None) -> None:
+        self.store = store
+        self.description = description
+        self.interval = interval
+        self.worker = worker or worker_id()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def beat(self) -> None:
+        now = time.time()
+        self.store.register_worker(self.worker, self.description, ttl=3 * self.interval, now=now)
+        self.store.purge_expired(now)
+
+    def start(self) -> None:
+        """Announce now (errors propagate), then keep announcing from a daemon thread."""
+        self.beat()
+        self._thread = threading.Thread(target=self._run, name="aqa-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.beat()
+            except Exception:  # the store may be briefly unreachable; the next beat retries
+                log.warning("heartbeat of %s failed", self.worker, exc_info=True)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        try:
+            self.store.unregister_worker(self.worker)
+        except Exception:
+            log.warning("could not unregister %s", self.worker, exc_info=True)
