@@ -1,4 +1,4 @@
-"""The ``aqa`` command line: score, synth, train, bank, eval, data, demo, serve, worker, batch.
+"""The ``aqa`` command line: score, synth, train, pretrain, bank, eval, data, demo, serve, worker, batch.
 
 Each command imports what it needs when it runs, so ``aqa score`` never loads the training code.
 """
@@ -15,6 +15,7 @@ from models.pretrained import DEMO_MODEL_DIR
 
 if TYPE_CHECKING:
     from service.settings import ServiceSettings
+    from training.pipeline import TrainingProfile
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,15 +79,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path, default=Path("runs/feature-cache"))
     p.add_argument("--model-id", default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--head", choices=["core", "tpt", "pcln"], default="core",
+                   help="scoring head (tpt and pcln read the clip sequence: use a *-tpt profile)")
+    p.add_argument("--init-backbone", type=Path, default=None,
+                   help="start from this backbone.safetensors (or a folder holding one, e.g. `aqa pretrain lav`)")
+    p.add_argument("--label-fraction", type=float, default=1.0,
+                   help="keep only this fraction of the training labels (stratified, seeded); default 1")
     p.set_defaults(run=_train)
 
-    p = sub.add_parser("eval", help="evaluate a model on a labelled dataset it never saw")
+    pretrain = sub.add_parser("pretrain", help="self-supervised backbone pretraining").add_subparsers(
+        metavar="METHOD")
+    p = pretrain.add_parser("lav", help="LAV: align unlabelled videos in time; writes backbone.safetensors")
+    p.add_argument("videos", type=Path, help="folder of videos (searched recursively; scores are not read)")
+    p.add_argument("--out", type=Path, required=True, help="folder for backbone.safetensors and pretrain.json")
+    p.add_argument("--profile", default="cpu", help="training profile giving the backbone and clips")
+    p.add_argument("--epochs", type=int, default=None, help="passes over the videos (default 10)")
+    p.add_argument("--init-backbone", type=Path, default=None, help="start from this backbone.safetensors")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_pretrain_lav)
+
+    p = sub.add_parser("eval", help="evaluate one model, or compare several, on a labelled dataset they never saw")
     p.add_argument("dataset", type=Path)
-    p.add_argument("--model", type=Path, default=DEMO_MODEL_DIR)
-    p.add_argument("--out", type=Path, default=None, help="write evaluation.json and scatter.png here")
+    p.add_argument("--model", type=Path, action="append", default=None,
+                   help="model directory (default: bundled demo); repeat to compare models (needs --out)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="write evaluation.json and scatter.png here (several models: the comparison table)")
     p.add_argument("--cache", type=Path, default=Path("runs/feature-cache"))
     p.add_argument("--no-difficulty", action="store_true", help="do not give the model the true difficulty")
     p.add_argument("--update-card", action="store_true", help="record the result in the model card")
+    p.add_argument("--timed-videos", type=int, default=10, help="videos timed per model when comparing")
     p.set_defaults(run=_eval)
 
     bank = sub.add_parser("bank", help="exemplar bank commands").add_subparsers(metavar="COMMAND")
@@ -271,20 +292,60 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
-    from training.pipeline import PROFILES, train_model
+def _profile(name: str) -> TrainingProfile:
+    from training.pipeline import PROFILES
 
-    if args.profile not in PROFILES:
-        raise CliError(f"unknown profile {args.profile!r}; choose from {', '.join(PROFILES)}")
-    train_model(args.dataset, args.out, PROFILES[args.profile], cache_dir=args.cache,
-                model_id=args.model_id, seed=args.seed)
+    if name not in PROFILES:
+        raise CliError(f"unknown profile {name!r}; choose from {', '.join(PROFILES)}")
+    return PROFILES[name]
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training.pipeline import check_head, train_model
+
+    profile = _profile(args.profile)
+    try:
+        check_head(args.head, profile)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    if not 0.0 < args.label_fraction <= 1.0:
+        raise CliError(f"--label-fraction must be in (0, 1], got {args.label_fraction}")
+    train_model(args.dataset, args.out, profile, cache_dir=args.cache, model_id=args.model_id, seed=args.seed,
+                head=args.head, init_backbone=args.init_backbone, label_fraction=args.label_fraction)
+    return 0
+
+
+def _pretrain_lav(args: argparse.Namespace) -> int:
+    from training.pretrain_lav import LAVPretrainConfig, pretrain_lav
+
+    if args.epochs is not None and args.epochs < 1:
+        raise CliError(f"--epochs must be >= 1, got {args.epochs}")
+    config = LAVPretrainConfig(seed=args.seed, **({} if args.epochs is None else {"epochs": args.epochs}))
+    result = pretrain_lav(args.videos, args.out, _profile(args.profile), config, init_backbone=args.init_backbone)
+    last = result.history[-1]["loss_total"] if result.history else float("nan")
+    print(f"wrote {result.backbone_path} (final epoch loss {last:.4f}); use it with "
+          f"`aqa train --init-backbone {args.out}`")
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
+    models = args.model or [DEMO_MODEL_DIR]
+    if len(models) > 1:
+        from training.compare import COMPARISON_MD, compare_models
+
+        if args.out is None:
+            raise CliError("comparing several models needs --out (the folder for the comparison table)")
+        if args.update_card:
+            raise CliError("--update-card works with one --model at a time")
+        if args.timed_videos < 1:
+            raise CliError(f"--timed-videos must be >= 1, got {args.timed_videos}")
+        compare_models(models, args.dataset, cache_dir=args.cache, out=args.out,
+                       use_difficulty=not args.no_difficulty, timed_videos=args.timed_videos)
+        print((args.out / COMPARISON_MD).read_text(), end="")
+        return 0
     from training.pipeline import evaluate_model_dir
 
-    evaluation = evaluate_model_dir(args.model, args.dataset, cache_dir=args.cache, out=args.out,
+    evaluation = evaluate_model_dir(models[0], args.dataset, cache_dir=args.cache, out=args.out,
                                     use_difficulty=not args.no_difficulty, update_card=args.update_card)
     print(json.dumps(evaluation.summary(), indent=2))
     return 0

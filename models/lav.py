@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.soft_dtw import pairwise_sq_distances, soft_dtw
+from models.soft_dtw import hard_dtw_path, pairwise_sq_distances, soft_dtw
 
 REFERENCE_GAMMA = 0.1
 REFERENCE_SIGMA_FRAMES = 10.0
@@ -166,3 +166,21 @@ class LAVEmbedder(nn.Module):
         x = F.relu(self.projection(features))
         x = F.relu(self.temporal(x.transpose(1, 2))).transpose(1, 2)
         return F.normalize(self.output(x), dim=-1)
+
+
+def alignment_path(query_clips: torch.Tensor, exemplar_clips: torch.Tensor) -> dict[str, object]:
+    """Evidence: which query clip matches which exemplar clip, by the hard DTW path (LAV Eq. 1-2).
+
+    query_clips (T, D), exemplar_clips (T', D): per-clip backbone features. The cost is LAV's squared
+    Euclidean distance between L2-normalised vectors (= 2 - 2 cos). Returns ``{"path": [[i, j], ...]}``
+    (0-based clip indices from (0, 0) to (T-1, T'-1)) and ``"mean_cost"`` along the path.
+    """
+    if query_clips.dim() != 2 or exemplar_clips.dim() != 2 or query_clips.shape[1] != exemplar_clips.shape[1]:
+        raise ValueError(f"need clip features (T, D) and (T', D), got {tuple(query_clips.shape)}, "
+                         f"{tuple(exemplar_clips.shape)}")
+    query = F.normalize(query_clips.double(), dim=-1)
+    exemplar = F.normalize(exemplar_clips.double(), dim=-1)
+    cost = pairwise_sq_distances(query[None], exemplar[None])[0]
+    path = hard_dtw_path(cost)
+    mean_cost = float(sum(cost[i, j] for i, j in path) / len(path))
+    return {"path": [[i, j] for i, j in path], "mean_cost": round(mean_cost, 4)}

@@ -87,6 +87,10 @@ class ModelConfig(BaseModel):
     head_config: dict[str, Any]
     voting: VotingConfig = VotingConfig()
     calibration: CalibrationConfig | None = None
+    alignment_evidence: bool = Field(
+        False, description="Report the hard DTW path between the query's clips and the nearest exemplar's (set "
+        "for backbones from LAV pretraining)."
+    )
 
     @property
     def preprocessing_obj(self) -> Preprocessing:

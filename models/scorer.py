@@ -17,12 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from exemplar_bank.bank import ExemplarBank
 from exemplar_bank.selection import Selection, select_exemplars
+from models.clips import ClipProtocol
 from models.feature_extractor import FeatureExtractor
 from models.heads import ScoringHead, build_head
+from models.lav import alignment_path
 from models.model_dir import BANK_DIR, HEAD_WEIGHTS, ModelConfig, ModelDirError
 from models.results import ExemplarVote, Interval, ModelRef, ScoreResult, VideoSummary
 from video.decode import DecodedVideo, VideoLimits, decode_video
@@ -89,6 +92,7 @@ class Scorer:
         clip_features = self.extract_features(decoded)
         t2 = time.perf_counter()
         result = self.score_features(clip_features, labels, exclude_ids=exclude_ids)
+        add_clip_seconds(result.evidence, self.extractor.clips, decoded.timestamps)
         t3 = time.perf_counter()
         info = decoded.info
         result.video = VideoSummary(codec=info.codec, width=info.width, height=info.height, fps=info.fps,
@@ -126,6 +130,9 @@ class Scorer:
             )
             for k, i in enumerate(selection.indices)
         ]
+        evidence = dict(head_votes.evidence)
+        if self.config.alignment_evidence:
+            evidence.update(self._alignment(clip_features, pooled, selection.indices, exclude_ids))
         return ScoreResult(
             score=score,
             exemplar_free=not self.head.uses_exemplars,
@@ -136,9 +143,21 @@ class Scorer:
             action_class=labels.action_class,
             vote_spread=float(final_votes.std(ddof=1)) if len(final_votes) > 1 else 0.0,
             votes=votes,
-            evidence=head_votes.evidence,
+            evidence=evidence,
             model=self.model_ref,
         )
+
+    def _alignment(self, clip_features: torch.Tensor, pooled: torch.Tensor, voters: list[int],
+                   exclude_ids: frozenset[str]) -> dict[str, dict]:
+        """LAV evidence: the hard DTW path from the query's clips to those of the nearest exemplar (cosine of
+        clip averages) among the voters, or among the whole bank for exemplar-free heads."""
+        candidates = voters or [i for i, e in enumerate(self.bank.exemplars) if e.id not in exclude_ids]
+        if not candidates:
+            return {}
+        similarity = F.normalize(self.bank.pooled_features[candidates], dim=1) @ F.normalize(pooled.float(), dim=0)
+        nearest = candidates[int(similarity.argmax())]
+        path = alignment_path(clip_features, self.bank.clip_features[nearest])
+        return {"alignment": {"exemplar_id": self.bank.exemplars[nearest].id, **path}}
 
     def estimate_difficulty(self, pooled: torch.Tensor) -> float:
         """Most common difficulty among the nearest bank exemplars (cosine distance)."""
@@ -154,3 +173,24 @@ class Scorer:
         low, high = np.percentile(final_votes, [5, 95]) if len(final_votes) > 1 else (score, score)
         return Interval(low=float(low), high=float(high), method="votes")
 
+
+def add_clip_seconds(evidence: dict, clips: ClipProtocol, timestamps: np.ndarray) -> None:
+    """Put seconds of the video beside clip-index evidence (in place): each TPT part's ``span_seconds``
+    [first clip's first frame, last clip's last frame] and ``centre_seconds`` (the fractional centre clip
+    interpolated between clip mid-times), and the LAV alignment's ``query_clip_seconds`` (each query clip's
+    [start, end]). Clip k covers sampled frames ``starts[k] .. starts[k] + length - 1``; None where the
+    source has no timing."""
+    if "parts" not in evidence and "alignment" not in evidence:
+        return
+    starts = np.asarray(clips.starts)
+    begin, end = timestamps[starts], timestamps[starts + clips.length - 1]
+
+    def seconds(value: float) -> float | None:
+        return round(float(value), 3) if np.isfinite(value) else None
+
+    for part in evidence.get("parts", []):
+        first, last = part["span_clips"]
+        part["span_seconds"] = [seconds(begin[first]), seconds(end[last])]
+        part["centre_seconds"] = seconds(np.interp(part["centre_clip"], np.arange(len(starts)), (begin + end) / 2))
+    if "alignment" in evidence:
+        evidence["alignment"]["query_clip_seconds"] = [[seconds(a), seconds(b)] for a, b in zip(begin, end)]

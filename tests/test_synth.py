@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -14,13 +15,22 @@ from scipy import stats
 
 from training.synth import calibration
 from training.synth.calibration import AnnotationFileError, calibrate_from_mtl_aqa, load_annotation_pickle
+from training.synth.camera import BODY_PAD_M, Camera
 from training.synth.dive_table import DIVE_TABLE, DIVES_BY_CODE, DiveCode
 from training.synth.execution import faults_from_points, sample_faults
 from training.synth.generate import LABEL_COLUMNS, generate_dataset, render_dive_video
-from training.synth.kinematics import GRAVITY, DiveMotion
+from training.synth.kinematics import (
+    BOARD_HEIGHT,
+    BOARD_THICKNESS_M,
+    GRAVITY,
+    PRESS_SECONDS,
+    SPLASH_RISE_M,
+    DiveMotion,
+)
 from training.synth.nuisance import MAX_SHIFT, ZOOM_RANGE, sample_nuisance
-from training.synth.render import AFTER_ENTRY_SECONDS, TORSO_WIDTH_M, Camera, RenderError
-from training.synth.scene import sample_labels, sample_synth_dive
+from training.synth.preview import to_model_view
+from training.synth.render import DiveRenderer, RenderError, action_seconds
+from training.synth.scene import SynthDive, sample_labels, sample_synth_dive
 
 MTL_AQA = Path(__file__).parents[1] / ".." / "shared" / "data" / "mtl-aqa"
 REAL_ANNOTATIONS = MTL_AQA / "final_annotations_dict_with_dive_number.pkl"
@@ -140,30 +150,140 @@ def test_faults_are_a_deterministic_encoding_of_the_panel_mean():
         sample_faults(rng, 11.0)
 
 
-# --- geometry ----------------------------------------------------------------------------------------
-def test_every_dive_stays_inside_the_model_crop():
-    """Whole action (body above water, splash) inside the centre 112/128 of the short side, for the
-    worst faults and the most extreme camera nuisance."""
+# --- geometry: the tracking camera ---------------------------------------------------------------
+def _worst_crop_excess(world: np.ndarray, track: np.ndarray, pad_m: float, width: int, height: int) -> float:
+    """Largest distance (px) by which padded points (frames, P, 2) leave the model's centre crop,
+    over the extreme nuisance zooms and shifts; <= 0 means every point is inside."""
+    side = min(width, height)
+    half = MODEL_CROP_FRACTION * side / 2
+    worst = -np.inf
+    for zoom in ZOOM_RANGE:
+        for shift_x in (-MAX_SHIFT, MAX_SHIFT):
+            for shift_y in (-MAX_SHIFT, MAX_SHIFT):
+                camera = Camera(width, height, (0.0, 0.0), zoom, shift_x, shift_y)
+                # The frame's centre looks at track[k]: project world - track[k] through a camera at 0.
+                pixels = camera.to_pixels((world - track[:, None, :]).reshape(-1, 2))
+                offsets = pixels - [width / 2, height / 2]
+                excess = np.abs(offsets).max(axis=1) + pad_m * camera.pixels_per_m - half
+                worst = max(worst, float(np.nanmax(excess)))
+    return worst
+
+
+def test_the_tracking_camera_keeps_diver_board_and_splash_in_the_model_crop():
+    """Every dive of the table, each fault at 0 and at its worst, the camera nuisance at its extremes:
+    the body above the water is always inside the centre 112/128 crop; the board tip (top surface and
+    upper half of its thickness) from the start, through take-off and apex, until the centre of mass
+    falls back to its take-off height; the water line and the whole splash from the entry on."""
     rng = np.random.default_rng(0)
     width, height = 320, 240
-    half = MODEL_CROP_FRACTION * min(width, height) / 2
     extremes = [np.zeros(5)] + [10.0 * row for row in np.eye(5)]
     for dive in DIVE_TABLE:
         for points in extremes:
             motion = DiveMotion(dive, faults_from_points(points), rng)
-            times = np.arange(-1.0, motion.flight_seconds + AFTER_ENTRY_SECONDS, 0.02)
-            world = [motion.joints(t) for t in times]
-            world += [np.array([(x, y) for x, y, _ in motion.droplets_at(t)]).reshape(-1, 2) for t in times]
-            world = np.concatenate(world)
-            world = world[world[:, 1] > 0.0]  # the water hides the rest
-            for sx in (-MAX_SHIFT, MAX_SHIFT):
-                for sy in (-MAX_SHIFT, MAX_SHIFT):
-                    camera = Camera(width, height, ZOOM_RANGE[1], sx, sy)
-                    pad = TORSO_WIDTH_M / 2 * camera.pixels_per_m  # the widest part drawn
-                    px = camera.to_pixels(world)
-                    assert np.all(np.abs(px[:, 0] - width / 2) + pad <= half), dive.code
-                    assert np.all(np.abs(px[:, 1] - height / 2) + pad <= half), dive.code
-                    assert abs(camera.row_of(0.0) - height / 2) <= half  # the water line
+            look = sample_nuisance(rng, action_seconds(motion))
+            renderer = DiveRenderer(motion, look, width, height, 25)
+            times, joints, track = renderer.times, renderer.joints.copy(), renderer.track
+
+            under_water = joints[:, :, 1] < -BODY_PAD_M  # hidden by the water: need not be seen
+            joints[under_water] = np.nan
+            assert _worst_crop_excess(joints, track, BODY_PAD_M, width, height) <= 1e-6, dive.code
+
+            apex = motion.vy0 / GRAVITY
+            up_to_past_apex = times <= 2.0 * apex  # until the centre of mass is back at take-off height
+            assert np.sum((times >= -PRESS_SECONDS) & (times <= apex)) >= 10  # take-off and apex included
+            tip = np.array(
+                [
+                    [
+                        [x, BOARD_HEIGHT + motion.board_deflection(0.0, t) - depth]
+                        for x in (0.0, -0.5)
+                        for depth in (0.0, BOARD_THICKNESS_M / 2)
+                    ]
+                    for t in times[up_to_past_apex]
+                ]
+            )
+            assert _worst_crop_excess(tip, track[up_to_past_apex], 0.0, width, height) <= 1e-6, dive.code
+
+            entered = times >= motion.flight_seconds
+            assert np.sum(entered) >= 25
+            left, right, top = motion.splash_bounds()
+            assert top >= SPLASH_RISE_M * motion.faults.splash_scale * 0.3
+            box = [[left, -0.2], [right, -0.2], [left, top], [right, top]]  # 0.2 m of water shown
+            corners = np.array([box] * int(np.sum(entered)))
+            assert _worst_crop_excess(corners, track[entered], 0.0, width, height) <= 1e-6, dive.code
+            droplets = [np.array([(x, y) for x, y, _ in motion.droplets_at(t)]).reshape(-1, 2) for t in times]
+            inside = [(x >= left) & (x <= right) & (y <= top) for x, y in np.concatenate(droplets)]
+            assert all(inside)
+
+
+def _segmentation_look(dive: SynthDive, zoom: float) -> SynthDive:
+    """The dive in colours far apart, so body, board and water can be told apart by colour."""
+    look = replace(
+        dive.nuisance,
+        wall_rgb=(40, 40, 40),
+        stripe_rgb=(70, 60, 90),
+        water_rgb=(20, 80, 160),
+        board_rgb=(200, 200, 200),
+        skin_rgb=(230, 160, 110),
+        suit_rgb=(220, 30, 30),
+        zoom=zoom,
+        shift_x=0.0,
+        shift_y=0.0,
+    )
+    return dive.with_nuisance(look)
+
+
+def _near(view: np.ndarray, rgb: tuple[int, int, int], tolerance: float = 40.0) -> np.ndarray:
+    return np.linalg.norm(view.astype(float) - rgb, axis=2) < tolerance
+
+
+def _diver_mask(view: np.ndarray, dive: SynthDive) -> np.ndarray:
+    return _near(view, dive.nuisance.skin_rgb) | _near(view, dive.nuisance.suit_rgb)
+
+
+def test_the_diver_is_large_in_the_model_view_and_the_board_shows_at_the_apex():
+    """Measured from the pixels after the model's preprocessing (short side 128, centre crop 112),
+    at the smallest nuisance zoom."""
+    dive = _segmentation_look(sample_synth_dive(seed=2, index=0), zoom=ZOOM_RANGE[0])
+    renderer = dive.renderer(320, 240, 25)
+    assert renderer.times[0] < -PRESS_SECONDS  # the lead-in: standing on the board
+    standing = _diver_mask(to_model_view(renderer.frame(0)), dive)
+    rows = np.flatnonzero(standing.any(axis=1))
+    assert rows.max() - rows.min() + 1 >= 45
+    assert 0 < rows.min() and rows.max() < 111  # wholly inside the crop
+
+    apex = int(np.argmin(np.abs(renderer.times - renderer.motion.vy0 / GRAVITY)))
+    view = to_model_view(renderer.frame(apex))
+    board_rows = np.flatnonzero(_near(view, dive.nuisance.board_rgb).sum(axis=1) >= 5)
+    diver_rows = np.flatnonzero(_diver_mask(view, dive).any(axis=1))
+    assert board_rows.size and diver_rows.size
+    assert diver_rows.max() < board_rows.min()  # the diver is above the board edge, both in view
+
+
+def _body_axis_from_vertical(mask: np.ndarray) -> float:
+    """Angle (degrees) of the principal axis of a pixel mask from the image's vertical."""
+    rows, cols = np.nonzero(mask)
+    covariance = np.cov(np.stack([cols, rows]).astype(float))
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+    dx, dy = eigenvectors[:, np.argmax(eigenvalues)]
+    return math.degrees(math.atan2(abs(dx), abs(dy)))
+
+
+def test_under_rotation_tilts_the_body_in_the_model_view_by_the_declared_angle():
+    """Head-first entry, frame just before the water: the body axis measured from the 112 x 112
+    pixels is off vertical by the under-rotation (12 degrees per point)."""
+    base = _segmentation_look(sample_synth_dive(seed=4, index=0), zoom=1.0)
+    base = SynthDive(DIVES_BY_CODE["105B"], base.panel, base.faults, base.nuisance, base.splash_seed)
+    angles = {}
+    for points in (0.0, 2.0, 5.0):
+        dive = base.with_faults(faults_from_points([points, 0, 0, 0, 0]))
+        renderer = dive.renderer(320, 240, 25)
+        before_entry = int(np.flatnonzero(renderer.times < renderer.motion.flight_seconds - 0.02)[-1])
+        mask = _diver_mask(to_model_view(renderer.frame(before_entry)), dive)
+        assert mask.sum() > 150
+        angles[points] = _body_axis_from_vertical(mask)
+    assert angles[0.0] < 3.0
+    assert angles[2.0] - angles[0.0] == pytest.approx(24.0, abs=4.0)
+    assert angles[5.0] - angles[0.0] == pytest.approx(60.0, abs=4.0)
 
 
 def test_faults_change_the_motion_as_declared():
@@ -180,25 +300,21 @@ def test_faults_change_the_motion_as_declared():
     assert body_axis_from_vertical(clean) < 1.0  # head-first rip entry: vertical
     assert body_axis_from_vertical(short) == pytest.approx(60.0, abs=1.0)  # 5 points x 12 degrees
     apex = lambda m: m.com(m.vy0 / GRAVITY)[1] - m.takeoff_com[1]
-    assert apex(clean) - apex(low) == pytest.approx(0.4, abs=1e-6)  # 5 points x 0.08 m
+    assert apex(clean) - apex(low) == pytest.approx(0.6, abs=1e-6)  # 5 points x 0.12 m
 
 
 # --- rendering ---------------------------------------------------------------------------------------
 def _white_pixels_near_entry(dive, faults) -> int:
     renderer = dive.with_faults(faults).renderer(320, 240, 25)
     motion = renderer.motion
-    index = min(
-        range(renderer.frame_count),
-        key=lambda k: abs(renderer.physical_time(k) - (motion.flight_seconds + 0.3)),
-    )
-    frame = renderer.frame(index).astype(int)
-    camera = renderer.camera
-    left, right = camera.to_pixels(np.array([[motion.contact_x - 2.0, 0.0], [motion.contact_x + 2.0, 0.0]]))[
-        :, 0
-    ]
-    top = int(camera.row_of(2.5))
-    region = frame[top : renderer.water_row + 3, int(left) : int(right)]
-    return int(np.sum(region.min(axis=2) > 235))
+    index = int(np.argmin(np.abs(renderer.times - (motion.flight_seconds + 0.3))))
+    view = to_model_view(renderer.frame(index)).astype(int)
+    camera = renderer.camera(index)
+    # The water line's row in the 112 x 112 view (short side 240 -> 128, then the centre crop).
+    scale = 128 / 240
+    water_row = round(camera.row_of(0.0) * scale - (128 - 112) / 2)
+    assert 0 <= water_row < 112
+    return int(np.sum(view[: water_row + 2].min(axis=2) > 225))
 
 
 def test_a_bigger_splash_fault_whitens_the_water_line():

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,6 +29,7 @@ from models.i3d import I3D
 from models.model_dir import LabelConfig
 from training.datasets.records import DiveRecord
 from training.feature_cache import decode_record
+from training.frame_cache import cached_frames
 from training.metrics import spearman
 
 if TYPE_CHECKING:
@@ -37,28 +39,29 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class BackboneTrainConfig:
     epochs: int = 0  # 0: keep the weights, only re-estimate BatchNorm statistics
-    batch_size: int = 4
-    clips_per_step: int = 4
-    lr: float = 1e-3
+    batch_size: int = 8
+    clips_per_step: int = 3
+    temporal_jitter: int = 3
+    lr: float = 2e-3
     weight_decay: float = 1e-4
     batchnorm_videos: int = 64
     seed: int = 0
 
 
-def decode_all(records: Sequence[DiveRecord], profile: TrainingProfile, progress: bool) -> torch.Tensor:
-    """uint8 frames of every record, (N, T, H, W, 3): decoded once, reused every epoch."""
-    first = decode_record(records[0], profile.preprocessing).frames
-    frames = torch.empty((len(records), *first.shape), dtype=torch.uint8)
-    frames[0] = torch.from_numpy(first)
-    for i in tqdm(range(1, len(records)), desc="decode", unit="video", disable=not progress):
-        frames[i] = torch.from_numpy(decode_record(records[i], profile.preprocessing).frames)
-    return frames
-
-
-def _clip_batch(frames: torch.Tensor, starts: Sequence[int], length: int, profile: TrainingProfile) -> torch.Tensor:
+def _clip_batch(frames: np.ndarray | torch.Tensor, starts: Sequence[int], length: int,
+                profile: TrainingProfile) -> torch.Tensor:
     """(B, T, H, W, 3) uint8 and clip starts -> (B * len(starts), 3, length, H, W) normalised clips."""
-    clips = [profile.preprocessing.normalize(video[s : s + length]) for video in frames for s in starts]
+    clips = [profile.preprocessing.normalize(np.ascontiguousarray(video[s : s + length]))
+             for video in frames for s in starts]
     return torch.stack(clips)
+
+
+def _jittered_starts(starts: np.ndarray, count: int, jitter: int, last_start: int,
+                     rng: np.random.Generator) -> list[int]:
+    """``count`` clip starts drawn from the protocol, each shifted by up to +-``jitter`` frames."""
+    chosen = rng.choice(starts, size=min(count, len(starts)), replace=False)
+    shifted = chosen + rng.integers(-jitter, jitter + 1, size=len(chosen))
+    return np.clip(shifted, 0, last_start).tolist()
 
 
 @torch.no_grad()
@@ -74,7 +77,7 @@ def recalibrate_batchnorm(backbone: I3D, records: Sequence[DiveRecord], profile:
         m.momentum = None  # cumulative moving average over all batches
     backbone.train()
     for i in tqdm(chosen, desc="batchnorm statistics", unit="video", disable=not progress):
-        frames = torch.from_numpy(decode_record(records[int(i)], profile.preprocessing).frames)
+        frames = decode_record(records[int(i)], profile.preprocessing).frames
         backbone.forward_features(_clip_batch(frames[None], profile.clips.starts, profile.clips.length, profile))
     for m, momentum in zip(norms, saved_momentum):
         m.momentum = momentum
@@ -82,21 +85,28 @@ def recalibrate_batchnorm(backbone: I3D, records: Sequence[DiveRecord], profile:
 
 
 def train_backbone(backbone: I3D, train: Sequence[DiveRecord], val: Sequence[DiveRecord],
-                   profile: TrainingProfile, labels: LabelConfig, progress: bool = True) -> list[dict[str, float]]:
-    """Fine-tune ``backbone`` in place by label regression; returns per-epoch history."""
+                   profile: TrainingProfile, labels: LabelConfig, cache_dir: Path,
+                   progress: bool = True) -> list[dict[str, float]]:
+    """Fine-tune ``backbone`` in place by label regression; returns per-epoch history.
+
+    Augmentation: a random subset of ``clips_per_step`` clips per video, each start jittered by up to
+    +-``temporal_jitter`` frames (CoRe jitters by +-3), and horizontal flips (a dive seen from the other
+    side scores the same).
+    """
     config = profile.backbone
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     target = torch.tensor([r.execution_score if labels.kind == "execution" else r.final_score for r in train])
     mean, std = float(target.mean()), float(target.std())
-    train_frames = decode_all(train, profile, progress)
-    val_frames = decode_all(val, profile, progress)
+    train_frames = cached_frames(train, profile.preprocessing, cache_dir, progress)
+    val_frames = cached_frames(val, profile.preprocessing, cache_dir, progress)
     probe = nn.Linear(backbone.feature_dim, 1)
     params = list(backbone.parameters()) + list(probe.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     steps = config.epochs * math.ceil(len(train) / config.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=steps, pct_start=0.1)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=steps, pct_start=0.15)
     starts = np.array(profile.clips.starts)
+    last_start = profile.preprocessing.num_frames - profile.clips.length
     history = []
     for epoch in range(1, config.epochs + 1):
         backbone.train()
@@ -105,9 +115,11 @@ def train_backbone(backbone: I3D, train: Sequence[DiveRecord], val: Sequence[Div
         bar = tqdm(range(0, len(order), config.batch_size), desc=f"backbone epoch {epoch}/{config.epochs}",
                    unit="batch", disable=not progress)
         for first in bar:
-            index = torch.as_tensor(order[first : first + config.batch_size])
-            chosen = rng.choice(starts, size=min(config.clips_per_step, len(starts)), replace=False)
-            clips = _clip_batch(train_frames[index], chosen.tolist(), profile.clips.length, profile)
+            index = np.sort(order[first : first + config.batch_size])
+            chosen = _jittered_starts(starts, config.clips_per_step, config.temporal_jitter, last_start, rng)
+            clips = _clip_batch(train_frames[index], chosen, profile.clips.length, profile)
+            if rng.random() < 0.5:
+                clips = clips.flip(-1)
             pooled = backbone.forward_features(clips).view(len(index), len(chosen), -1).mean(1)
             prediction = probe(pooled).squeeze(1)
             loss = nn.functional.mse_loss(prediction, (target[index] - mean) / std)
@@ -115,7 +127,7 @@ def train_backbone(backbone: I3D, train: Sequence[DiveRecord], val: Sequence[Div
             loss.backward()
             optimizer.step()
             schedule.step()
-            total += float(loss) * len(index)
+            total += loss.item() * len(index)
             bar.set_postfix(loss=f"{total / (first + len(index)):.3f}")
         record = {"epoch": epoch, "train_mse": total / len(train),
                   "val_spearman": _probe_spearman(backbone, probe, val_frames, val, labels, profile)}
@@ -128,7 +140,7 @@ def train_backbone(backbone: I3D, train: Sequence[DiveRecord], val: Sequence[Div
 
 
 @torch.no_grad()
-def _probe_spearman(backbone: I3D, probe: nn.Linear, frames: torch.Tensor, records: Sequence[DiveRecord],
+def _probe_spearman(backbone: I3D, probe: nn.Linear, frames: np.ndarray, records: Sequence[DiveRecord],
                     labels: LabelConfig, profile: TrainingProfile) -> float:
     backbone.eval()
     predictions = []

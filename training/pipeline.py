@@ -23,13 +23,14 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from exemplar_bank.bank import Exemplar, ExemplarBank
 from models.clips import ClipProtocol
@@ -38,7 +39,7 @@ from models.i3d import I3D
 from models.feature_extractor import FeatureExtractor
 from models.model_dir import (
     BACKBONE_WEIGHTS, BANK_DIR, HEAD_WEIGHTS, BackboneConfig, CalibrationConfig, LabelConfig, ModelConfig,
-    ModelDirError, VotingConfig,
+    VotingConfig,
 )
 from models.pcln import MIN_FRAMES
 from models.scorer import Scorer
@@ -48,7 +49,7 @@ from training.datasets.records import DatasetError, DiveRecord
 from training.evaluate import Evaluation, evaluate_scorer
 from training.feature_cache import FeatureCache, file_sha256
 from training.model_card import git_commit, read_card, write_card
-from training.pretrain_lav import PRETRAIN_REPORT, read_pretrain_report
+from training.pretrain_lav import load_backbone_init
 from training.train_core import CoReTrainConfig, pairing_keys, train_core_head
 from training.train_pcln import PCLNTrainConfig, train_pcln
 from training.train_tpt import TPTTrainConfig, train_tpt_head
@@ -213,10 +214,11 @@ def train_model(dataset: Path, out: Path, profile: TrainingProfile, cache_dir: P
 
     t = time.perf_counter()
     backbone = I3D(width=profile.backbone_width)
-    pretraining = load_initial_backbone(backbone, init_backbone) if init_backbone is not None else None
+    pretraining = load_backbone_init(backbone, init_backbone) if init_backbone is not None else None
     backbone_history = []
     if profile.backbone.epochs > 0:
-        backbone_history = train_backbone(backbone, train, val, profile, labels_config, progress=progress)
+        backbone_history = train_backbone(backbone, train, val, profile, labels_config,
+                                          cache_dir=Path(cache_dir) / "frames", progress=progress)
     recalibrate_batchnorm(backbone, train, profile, seed=seed, progress=progress)
     backbone.eval()
     timings["backbone"] = time.perf_counter() - t
@@ -302,7 +304,8 @@ class TrainedHead:
 
 
 def _train_head(head: HeadName, profile: TrainingProfile, train: list[DiveRecord], clip_features: torch.Tensor,
-                labels_config: LabelConfig, validation_spearman, progress: bool) -> TrainedHead:  # noqa: ANN001
+                labels_config: LabelConfig, validation_spearman: Callable[[ScoringHead], float],
+                progress: bool) -> TrainedHead:
     """Train ``head`` on the training dives' per-clip features (N, C, D), selecting epochs on validation."""
     labels = _labels(train, labels_config)
     if head == "pcln":
@@ -336,22 +339,6 @@ def keep_labelled(train: list[DiveRecord], fraction: float, seed: int) -> list[D
     if len(kept) < 2:
         raise DatasetError(f"label_fraction {fraction} keeps {len(kept)} of {len(train)} training dives; need >= 2")
     return kept
-
-
-def load_initial_backbone(backbone: I3D, path: Path) -> dict[str, Any] | None:
-    """Load ``backbone.safetensors`` at ``path`` into ``backbone`` (strict); returns the pretraining report
-    written beside it (``pretrain.json``), if any."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / BACKBONE_WEIGHTS
-    if not path.is_file():
-        raise ModelDirError(f"{path}: no backbone weights file")
-    try:
-        backbone.load_state_dict(load_file(str(path)), strict=True)
-    except RuntimeError as exc:
-        raise ModelDirError(f"{path} does not fit this profile's I3D (width {backbone.width}): {exc}") from exc
-    report = path.parent / PRETRAIN_REPORT
-    return read_pretrain_report(report) if report.is_file() else None
 
 
 def calibrate(validation: Evaluation, labels: LabelConfig, level: float = 0.9) -> CalibrationConfig:

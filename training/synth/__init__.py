@@ -8,7 +8,8 @@ real judges' noise, calibrated on MTL-AQA. Modules, in the order a video is made
 - :mod:`.judging`: the latent panel mean, seven noisy judges and the diving scoring rule;
 - :mod:`.execution`: the panel mean turned into five visible faults;
 - :mod:`.kinematics`: the body, board and splash motion in metres;
-- :mod:`.nuisance`: colours, camera, tempo and lengths that do not change the score;
+- :mod:`.nuisance`: colours, camera shift and zoom, tempo and lengths that do not change the score;
+- :mod:`.camera`: the broadcast-style tracking camera that keeps the diver large in the model's crop;
 - :mod:`.render`: Pillow drawing and PyAV H.264 encoding;
 - :mod:`.scene`: one video's parameters from (seed, index);
 - :mod:`.generate`: the dataset writer (``generate_dataset``) and single clips (``render_dive_video``);

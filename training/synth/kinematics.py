@@ -39,11 +39,15 @@ PRESS_SECONDS = 0.7
 """Arm swing and board press before take-off."""
 PRESS_HIP_DEG, PRESS_KNEE_DEG = 35.0, 55.0
 """Deepest crouch of the press."""
+BOARD_THICKNESS_M = 0.12
+"""The board's top surface is at BOARD_HEIGHT (plus its bend)."""
 BOARD_PRESS_DEPTH_M = 0.3
 BOARD_RECOIL_M = 0.1
 
 TORSO_M, NECK_M, HEAD_RADIUS_M, ARM_M, THIGH_M, SHIN_M = 0.55, 0.2, 0.13, 0.65, 0.45, 0.48
 """Segment lengths (the neck runs from the shoulder to the head's centre): standing height 1.81 m."""
+TORSO_WIDTH_M, LEG_WIDTH_M, ARM_WIDTH_M = 0.32, 0.2, 0.14
+"""Thickness of the drawn body parts (the torso is the widest)."""
 _MASS = {"torso": 0.43, "head": 0.08, "arm": 0.1, "thigh": 0.22, "shin": 0.17}
 
 TUCK_HIP_DEG, TUCK_KNEE_DEG, PIKE_HIP_DEG = 135.0, 145.0, 150.0
@@ -58,13 +62,16 @@ SPLASH_RISE_M = 0.4
 """Highest droplet rise of a clean (scale 1) entry; grows linearly with the splash scale."""
 SPLASH_HALF_WIDTH_M = 0.18
 """Half width of the foam patch and of the droplets' launch zone for a clean entry; grows with scale."""
-SPLASH_SPREAD_MPS = 0.35
+SPLASH_SPREAD_MPS = 0.2
 """Standard deviation of a clean entry's droplet sideways speed (clipped at 2 sd); grows with
-sqrt(scale)."""
+sqrt(scale). (0.35 before the tracking camera: the worst splash then spread 4.5 m, wider than the
+camera's view; at 0.2 it is at most 3.2 m wide.)"""
 SPLASH_DROPLETS = 14
 """Droplets of a clean entry; grows linearly with the splash scale."""
 FOAM_SECONDS = 1.6
 """How long the foam patch takes to fade."""
+FOAM_GROWTH_SECONDS = 0.4
+"""How long the foam patch takes to reach its widest."""
 
 
 @dataclass(frozen=True)
@@ -300,8 +307,7 @@ class DiveMotion:
         Every droplet's whole arc (its radius included) and the foam at its widest; the tracking
         camera keeps this box in view from the entry on.
         """
-        scale = self.faults.splash_scale
-        foam_half_width = SPLASH_HALF_WIDTH_M * scale * 1.4
+        foam_half_width = self._foam_half_width(FOAM_GROWTH_SECONDS)
         left, right, top = self.contact_x - foam_half_width, self.contact_x + foam_half_width, 0.0
         for d in self.droplets:
             landing_x = d.x_m + d.vx * 2.0 * d.vy / GRAVITY
@@ -315,6 +321,9 @@ class DiveMotion:
         age = t - self.flight_seconds
         if age < 0.0 or age > FOAM_SECONDS:
             return None
-        scale = self.faults.splash_scale
-        half_width = SPLASH_HALF_WIDTH_M * scale * (0.6 + 0.8 * min(1.0, age / 0.4))
-        return self.contact_x, half_width, 1.0 - age / FOAM_SECONDS
+        return self.contact_x, self._foam_half_width(age), 1.0 - age / FOAM_SECONDS
+
+    def _foam_half_width(self, age: float) -> float:
+        """The foam grows from 0.6 to 1.4 x the splash half width in its first FOAM_GROWTH_SECONDS."""
+        growth = 0.6 + 0.8 * min(1.0, age / FOAM_GROWTH_SECONDS)
+        return SPLASH_HALF_WIDTH_M * self.faults.splash_scale * growth

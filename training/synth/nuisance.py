@@ -5,8 +5,9 @@ a slightly different slow-motion factor) and how long the video runs before and 
 Every value is drawn from its own random stream, independent of the dive and its execution, so a
 model that scores the nuisances learns nothing.
 
-Colours are drawn so the diver stays visible: skin and suit differ from the background by at least
-:data:`MIN_LUMA_CONTRAST` in luma, and the background is never as light as the white splash.
+Colours are drawn so the diver and the board (the reference for the apex height) stay visible: skin,
+suit and board differ from the background by at least :data:`MIN_LUMA_CONTRAST` in luma, and the
+background is never as light as the white splash.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def sample_nuisance(rng: np.random.Generator, action_seconds: float) -> Nuisance
     wall = _hls(rng, (0.0, 1.0), wall_light, (0.0, 0.35))
     stripe = _hls(rng, (0.0, 1.0), wall_light, (0.2, 0.7))
     water = _hls(rng, (0.45, 0.62), (0.25, 0.5), (0.4, 0.8))
-    board = _hls(rng, (0.0, 1.0), (0.5, 0.85), (0.0, 0.4))
+    board = _contrasting(rng, wall, lambda r: _hls(r, (0.0, 1.0), (0.3, 0.9), (0.0, 0.4)))
     skin = _contrasting(rng, wall, lambda r: _hls(r, (0.02, 0.1), (0.25, 0.75), (0.3, 0.6)))
     suit = _contrasting(rng, wall, lambda r: _hls(r, (0.0, 1.0), (0.25, 0.6), (0.6, 1.0)))
 

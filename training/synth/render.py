@@ -1,16 +1,15 @@
 """Draw a dive's frames with Pillow and encode them as H.264 with PyAV.
 
-The camera is fixed (up to the nuisance shift and zoom) and frames the whole action, from the apex
-to the splash, inside the central square a model crops: a model that resizes the short side to 128
-and centre-crops 112 keeps the central 87.5 % of the short side, and :data:`VIEW_SCALE` is chosen so
-every dive stays inside it (a test checks every dive of the table with each fault at its worst and
-the camera nuisance at its extremes).
+Each frame is drawn through its own :class:`.camera.Camera`: the broadcast-style tracking camera of
+:mod:`.camera` follows the diver, keeps the board in view until the apex and the water line and
+splash from the entry on, all inside the centre crop a model keeps, whatever the nuisance zoom and
+shift. Since the camera moves, the whole scene (wall, stripe, board pillar, water) is drawn anew
+for every frame.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -18,19 +17,23 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw
 
-from training.synth.kinematics import BOARD_FULCRUM_X, BOARD_HEIGHT, HEAD_RADIUS_M, PRESS_SECONDS, DiveMotion
+from training.synth.camera import Camera, track_camera
+from training.synth.kinematics import (
+    ARM_WIDTH_M,
+    BOARD_FULCRUM_X,
+    BOARD_HEIGHT,
+    BOARD_THICKNESS_M,
+    HEAD_RADIUS_M,
+    LEG_WIDTH_M,
+    PRESS_SECONDS,
+    TORSO_WIDTH_M,
+    DiveMotion,
+)
 from training.synth.nuisance import Nuisance
 
 AFTER_ENTRY_SECONDS = 1.0
 """Physical seconds of splash shown after the body breaks the water, before the lead-out."""
-VIEW_CENTRE_M = (1.1, 3.0)
-"""World point (x, y) at the centre of the frame before the camera shift."""
-VIEW_SCALE = 0.128
-"""Pixels per metre per pixel of the frame's short side, before the zoom (31 px/m at 240 px)."""
 BOARD_START_X = -4.8
-BOARD_THICKNESS_M = 0.12
-TORSO_WIDTH_M, LEG_WIDTH_M, ARM_WIDTH_M = 0.32, 0.2, 0.14
-"""Drawn thickness of the body parts (thick, so they survive downscaling to 112 x 112)."""
 SPLASH_RGB = (245, 248, 250)
 MIN_SIDE = 64
 
@@ -42,34 +45,6 @@ class RenderError(ValueError):
 def action_seconds(motion: DiveMotion) -> float:
     """Physical seconds from the start of the board press to the end of the splash."""
     return PRESS_SECONDS + motion.flight_seconds + AFTER_ENTRY_SECONDS
-
-
-@dataclass(frozen=True)
-class Camera:
-    """Maps world metres to pixel coordinates."""
-
-    width: int
-    height: int
-    zoom: float = 1.0
-    shift_x: float = 0.0
-    shift_y: float = 0.0
-
-    @property
-    def pixels_per_m(self) -> float:
-        return min(self.width, self.height) * VIEW_SCALE * self.zoom
-
-    def to_pixels(self, points_m: np.ndarray) -> np.ndarray:
-        """(N, 2) world metres -> (N, 2) pixel (column, row) floats."""
-        side = min(self.width, self.height)
-        points = np.asarray(points_m, dtype=float).reshape(-1, 2)
-        cx = self.width / 2 + self.shift_x * side
-        cy = self.height / 2 + self.shift_y * side
-        px = cx + (points[:, 0] - VIEW_CENTRE_M[0]) * self.pixels_per_m
-        py = cy - (points[:, 1] - VIEW_CENTRE_M[1]) * self.pixels_per_m
-        return np.stack([px, py], axis=1)
-
-    def row_of(self, y_m: float) -> float:
-        return float(self.to_pixels(np.array([[0.0, y_m]]))[0, 1])
 
 
 def check_video_size(width: int, height: int, fps: int) -> None:
@@ -89,89 +64,97 @@ class DiveRenderer:
         check_video_size(width, height, fps)
         self.motion = motion
         self.nuisance = nuisance
-        self.fps = fps
-        self.camera = Camera(width, height, nuisance.zoom, nuisance.shift_x, nuisance.shift_y)
+        self.width, self.height, self.fps = width, height, fps
         self.duration_s = nuisance.duration_s(action_seconds(motion))
         self.frame_count = max(1, round(self.duration_s * fps))
-        self.background = self._background()
-        self.water_row = round(self.camera.row_of(0.0))
-        self.water_patch = self.background.crop((0, self.water_row, width, height))
+        self.times = np.array([self.physical_time(k) for k in range(self.frame_count)])
+        """Physical seconds from take-off of every frame."""
+        self.joints = np.stack([motion.joints(t) for t in self.times])
+        """(frames, 6, 2) body joints in world metres."""
+        self.track = track_camera(motion, self.times, self.joints, fps * nuisance.tempo)
+        """(frames, 2) world point at each frame's centre, before the nuisance shift."""
 
     def physical_time(self, frame_index: int) -> float:
         """Physical seconds from take-off shown by frame ``frame_index``."""
         video_s = frame_index / self.fps
         return (video_s - self.nuisance.lead_in_s) / self.nuisance.tempo - PRESS_SECONDS
 
-    def _px(self, metres: float) -> float:
-        return metres * self.camera.pixels_per_m
+    def camera(self, frame_index: int) -> Camera:
+        """The tracked camera of frame ``frame_index``, with the video's nuisance zoom and shift."""
+        look = self.nuisance
+        centre = (float(self.track[frame_index, 0]), float(self.track[frame_index, 1]))
+        return Camera(self.width, self.height, centre, look.zoom, look.shift_x, look.shift_y)
 
-    def _background(self) -> Image.Image:
-        cam, look = self.camera, self.nuisance
-        image = Image.new("RGB", (cam.width, cam.height), look.wall_rgb)
-        draw = ImageDraw.Draw(image)
-        stripe_top = cam.row_of(look.stripe_height_m + 0.15)
+    def _draw_background(self, draw: ImageDraw.ImageDraw, cam: Camera) -> None:
+        look = self.nuisance
         draw.rectangle(
-            [0, stripe_top, cam.width, cam.row_of(look.stripe_height_m - 0.15)], fill=look.stripe_rgb
+            [0, cam.row_of(look.stripe_height_m + 0.15), cam.width, cam.row_of(look.stripe_height_m - 0.15)],
+            fill=look.stripe_rgb,
         )
         pillar = cam.to_pixels(
             np.array([[BOARD_FULCRUM_X - 0.2, BOARD_HEIGHT - 0.1], [BOARD_FULCRUM_X + 0.2, 0.0]])
         )
         draw.rectangle([*pillar[0], *pillar[1]], fill=tuple(int(c * 0.7) for c in look.board_rgb))
-        water_top = cam.row_of(0.0)
-        draw.rectangle([0, water_top, cam.width, cam.height], fill=look.water_rgb)
-        surface = tuple(min(255, int(c * 1.25) + 20) for c in look.water_rgb)
-        draw.line([(0, water_top), (cam.width, water_top)], fill=surface, width=max(1, int(self._px(0.05))))
-        return image
 
-    def _draw_board(self, draw: ImageDraw.ImageDraw, t: float) -> None:
+    def _draw_board(self, draw: ImageDraw.ImageDraw, cam: Camera, t: float) -> None:
         xs = np.linspace(BOARD_START_X, 0.0, 16)
         top = np.array(
             [[x, BOARD_HEIGHT + self.motion.board_deflection(x, t) - BOARD_THICKNESS_M / 2] for x in xs]
         )
-        points = [tuple(p) for p in self.camera.to_pixels(top)]
-        draw.line(points, fill=self.nuisance.board_rgb, width=max(2, round(self._px(BOARD_THICKNESS_M))))
+        points = [tuple(p) for p in cam.to_pixels(top)]
+        width = max(2, round(BOARD_THICKNESS_M * cam.pixels_per_m))
+        draw.line(points, fill=self.nuisance.board_rgb, width=width)
 
-    def _capsule(self, draw: ImageDraw.ImageDraw, points: np.ndarray, width_m: float, colour) -> None:
-        width = max(1, round(self._px(width_m)))
-        pixels = [tuple(p) for p in self.camera.to_pixels(points)]
+    @staticmethod
+    def _capsule(draw: ImageDraw.ImageDraw, cam: Camera, points: np.ndarray, width_m: float, colour) -> None:
+        width = max(1, round(width_m * cam.pixels_per_m))
+        pixels = [tuple(p) for p in cam.to_pixels(points)]
         draw.line(pixels, fill=colour, width=width, joint="curve")
         r = width / 2
         for x, y in (pixels[0], pixels[-1]):
             draw.ellipse([x - r, y - r, x + r, y + r], fill=colour)
 
-    def _draw_diver(self, draw: ImageDraw.ImageDraw, t: float) -> None:
-        hip, shoulder, head, hand, knee, ankle = self.motion.joints(t)
+    def _draw_diver(self, draw: ImageDraw.ImageDraw, cam: Camera, joints: np.ndarray) -> None:
+        hip, shoulder, head, hand, knee, ankle = joints
         look = self.nuisance
-        self._capsule(draw, np.stack([hip, knee, ankle]), LEG_WIDTH_M, look.skin_rgb)
-        self._capsule(draw, np.stack([hip, shoulder]), TORSO_WIDTH_M, look.suit_rgb)
-        head_px = self.camera.to_pixels(head)[0]
-        r = self._px(HEAD_RADIUS_M)
+        self._capsule(draw, cam, np.stack([hip, knee, ankle]), LEG_WIDTH_M, look.skin_rgb)
+        self._capsule(draw, cam, np.stack([hip, shoulder]), TORSO_WIDTH_M, look.suit_rgb)
+        head_px = cam.to_pixels(head)[0]
+        r = HEAD_RADIUS_M * cam.pixels_per_m
         draw.ellipse([head_px[0] - r, head_px[1] - r, head_px[0] + r, head_px[1] + r], fill=look.skin_rgb)
-        self._capsule(draw, np.stack([shoulder, hand]), ARM_WIDTH_M, look.skin_rgb)
+        self._capsule(draw, cam, np.stack([shoulder, hand]), ARM_WIDTH_M, look.skin_rgb)
 
-    def _draw_water_and_splash(self, frame: Image.Image, draw: ImageDraw.ImageDraw, t: float) -> None:
-        # Redrawing the water hides the submerged part of the body.
-        frame.paste(self.water_patch, (0, self.water_row))
+    def _draw_water_and_splash(self, draw: ImageDraw.ImageDraw, cam: Camera, t: float) -> None:
+        # The water is drawn over the diver: it hides the submerged part of the body.
+        look = self.nuisance
+        water_row = cam.row_of(0.0)
+        if water_row < cam.height:  # else the camera looks above the water
+            draw.rectangle([0, water_row, cam.width, cam.height], fill=look.water_rgb)
+            surface = tuple(min(255, int(c * 1.25) + 20) for c in look.water_rgb)
+            line_width = max(1, round(0.05 * cam.pixels_per_m))
+            draw.line([(0, water_row), (cam.width, water_row)], fill=surface, width=line_width)
         foam = self.motion.foam_at(t)
         if foam is not None:
             x, half_width, whiteness = foam
-            colour = tuple(int(w + (s - w) * whiteness) for s, w in zip(SPLASH_RGB, self.nuisance.water_rgb))
-            left, right = self.camera.to_pixels(np.array([[x - half_width, 0.0], [x + half_width, 0.0]]))
-            depth = self._px(0.08)
-            draw.ellipse([left[0], self.water_row - depth, right[0], self.water_row + depth], fill=colour)
+            colour = tuple(int(w + (s - w) * whiteness) for s, w in zip(SPLASH_RGB, look.water_rgb))
+            left, right = cam.to_pixels(np.array([[x - half_width, 0.0], [x + half_width, 0.0]]))
+            depth = 0.08 * cam.pixels_per_m
+            draw.ellipse([left[0], water_row - depth, right[0], water_row + depth], fill=colour)
         for x, y, radius in self.motion.droplets_at(t):
-            cx, cy = self.camera.to_pixels(np.array([[x, y]]))[0]
-            r = max(1.0, self._px(radius))
+            cx, cy = cam.to_pixels(np.array([[x, y]]))[0]
+            r = max(1.0, radius * cam.pixels_per_m)
             draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=SPLASH_RGB)
 
     def frame(self, frame_index: int) -> np.ndarray:
         """RGB uint8 frame (height, width, 3)."""
-        t = self.physical_time(frame_index)
-        image = self.background.copy()
+        t = float(self.times[frame_index])
+        cam = self.camera(frame_index)
+        image = Image.new("RGB", (self.width, self.height), self.nuisance.wall_rgb)
         draw = ImageDraw.Draw(image)
-        self._draw_board(draw, t)
-        self._draw_diver(draw, t)
-        self._draw_water_and_splash(image, draw, t)
+        self._draw_background(draw, cam)
+        self._draw_board(draw, cam, t)
+        self._draw_diver(draw, cam, self.joints[frame_index])
+        self._draw_water_and_splash(draw, cam, t)
         return np.asarray(image)
 
     def frames(self) -> Iterator[np.ndarray]:

@@ -1,0 +1,43 @@
+"""Decoded, preprocessed frames of many videos in one memory-mapped file, for end-to-end training.
+
+Fine-tuning the backbone reads every training video once per epoch; decoding it each time would cost
+as much as the training step. The frames are decoded once into ``uint8 (N, T, H, W, 3)`` on disk and
+memory-mapped, so the operating system pages them in as needed instead of holding them all in RAM.
+The file is named by the preprocessing and the videos' content hashes, so it is reused across runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from training.datasets.records import DiveRecord
+from training.feature_cache import decode_record, file_sha256
+from video.preprocessing import Preprocessing
+
+
+def cached_frames(records: Sequence[DiveRecord], preprocessing: Preprocessing, cache_dir: Path,
+                  progress: bool = True) -> np.memmap:
+    """Read-only memmap of the records' frames ``(N, T, crop, crop, 3)``, decoding what is missing."""
+    identity = hashlib.sha256(json.dumps(preprocessing.to_dict(), sort_keys=True).encode())
+    for record in records:
+        source = record.video if record.video is not None else record.frames_dir
+        identity.update(f"{file_sha256(source) if source.is_file() else source}:{record.start_frame}:"
+                        f"{record.end_frame}".encode())
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / f"frames_{identity.hexdigest()[:20]}.u8"
+    shape = (len(records), preprocessing.num_frames, preprocessing.crop, preprocessing.crop, 3)
+    if not path.is_file():
+        partial = path.with_suffix(".partial")
+        frames = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
+        for i, record in enumerate(tqdm(records, desc="decode frames", unit="video", disable=not progress)):
+            frames[i] = decode_record(record, preprocessing).frames
+        frames.flush()
+        del frames
+        partial.rename(path)
+    return np.load(path, mmap_mode="r")
