@@ -34,23 +34,30 @@ from safetensors.torch import save_file
 
 from exemplar_bank.bank import Exemplar, ExemplarBank
 from models.clips import ClipProtocol
+from models.feature_extractor import FeatureExtractor
 from models.heads import CoReScoringHead, PCLNScoringHead, ScoringHead, TPTScoringHead
 from models.i3d import I3D
-from models.feature_extractor import FeatureExtractor
 from models.model_dir import (
-    BACKBONE_WEIGHTS, BANK_DIR, HEAD_WEIGHTS, BackboneConfig, CalibrationConfig, LabelConfig, ModelConfig,
+    BACKBONE_WEIGHTS,
+    BANK_DIR,
+    HEAD_WEIGHTS,
+    BackboneConfig,
+    CalibrationConfig,
+    LabelConfig,
+    ModelConfig,
     VotingConfig,
 )
 from models.pcln import MIN_FRAMES
 from models.scorer import Scorer
-from training.backbone import recalibrate_batchnorm, train_backbone, BackboneTrainConfig
+from training.backbone import BackboneTrainConfig, recalibrate_batchnorm, train_backbone
 from training.datasets.folder_csv import load_folder_csv, split_records
 from training.datasets.records import DatasetError, DiveRecord
 from training.evaluate import Evaluation, evaluate_scorer
 from training.feature_cache import FeatureCache, file_sha256
 from training.model_card import git_commit, read_card, write_card
+from training.pairs import pairing_keys
 from training.pretrain_lav import load_backbone_init
-from training.train_core import CoReTrainConfig, pairing_keys, train_core_head
+from training.train_core import CoReTrainConfig, train_core_head
 from training.train_pcln import PCLNTrainConfig, train_pcln
 from training.train_tpt import TPTTrainConfig, train_tpt_head
 from video.preprocessing import Preprocessing

@@ -53,7 +53,7 @@ from models.lav import (
 )
 from models.model_dir import BACKBONE_WEIGHTS, ModelDirError
 from training.datasets.records import DatasetError
-from training.train_core import _partner
+from training.pairs import PairSampler, pairing_keys
 from video.decode import decode_video
 from video.errors import VideoError
 from video.preprocessing import Preprocessing
@@ -138,16 +138,14 @@ def pretrain_lav(videos_dir: Path, out: Path, profile: TrainingProfile, config: 
         raise ValueError(f"profile {profile.name!r}: {preprocessing.num_frames} frames leave no room to sample clips "
                          f"of {length} frames")
     steps = min(config.steps_per_video, positions)
-    partners = _partner_pools(videos)
+    sampler = PairSampler(pairing_keys([v.action_class for v in videos], [None] * len(videos)), config.seed)
 
     history: list[dict[str, float]] = []
     step_losses: list[float] = []
     for epoch in range(1, config.epochs + 1):
         backbone.train()
         embedder.train()
-        anchors = rng.permutation(len(videos))
-        batches = [anchors[i : i + config.pairs_per_step] for i in range(0, len(anchors), config.pairs_per_step)]
-        pairs = [np.concatenate([b, [_partner(partners[int(i)], int(i), rng) for i in b]]) for b in batches]
+        pairs = [torch.cat([anchor, partner]).numpy() for anchor, partner in sampler.epoch(config.pairs_per_step)]
         totals = defaultdict(float)
         bar = tqdm(zip(pairs, _decoded_batches(videos, pairs, preprocessing)), total=len(pairs), unit="step",
                    desc=f"LAV epoch {epoch}/{config.epochs}", disable=not progress)
@@ -223,18 +221,6 @@ def _usable(videos: list[UnlabelledVideo]) -> tuple[list[UnlabelledVideo], list[
         except VideoError as exc:
             skipped.append({"video": str(video.path), "reason": exc.reason})
     return usable, skipped
-
-
-def _partner_pools(videos: Sequence[UnlabelledVideo]) -> list[np.ndarray]:
-    """For every video, the indices it may be paired with: its action class when that has other members,
-    else every video."""
-    members: dict[str, list[int]] = defaultdict(list)
-    for i, video in enumerate(videos):
-        if video.action_class is not None:
-            members[video.action_class].append(i)
-    everyone = np.arange(len(videos))
-    return [np.array(members[v.action_class]) if v.action_class is not None and len(members[v.action_class]) > 1
-            else everyone for v in videos]
 
 
 def _decoded_batches(videos: Sequence[UnlabelledVideo], batches: Sequence[np.ndarray],

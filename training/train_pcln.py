@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from models.pcln import MIN_FRAMES, PCLN, pcln_losses
+from training.pairs import BestEpoch
 
 
 @dataclass
@@ -75,7 +76,7 @@ def train_pcln(
     sequences = clip_features.float().transpose(1, 2)  # (N, D, T)
     count = len(labels)
 
-    best_score, best_state, best_epoch, history = -np.inf, None, 0, []
+    best, history = BestEpoch(), []
     terms = ("bs", "ds", "rs")
     for epoch in tqdm(range(1, config.epochs + 1), desc="PCLN", unit="epoch", disable=not progress):
         model.train()
@@ -95,12 +96,7 @@ def train_pcln(
         if validate is not None and (epoch % config.eval_every == 0 or epoch == config.epochs):
             model.eval()
             record["validation"] = validate(model)
-            if record["validation"] > best_score:
-                best_score, best_epoch = record["validation"], epoch
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best.update(model, record["validation"], epoch)
         history.append(record)
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    else:
-        best_epoch = config.epochs
+    best_epoch = best.restore(model, config.epochs)
     return PCLNTrainResult(model=model.eval(), history=history, best_epoch=best_epoch)

@@ -2,7 +2,7 @@
 
 TPT parses every video's clip sequence into K temporal parts, so it trains on the per-clip features
 (the clip axis is what its decoder attends over), never on clip averages. Each step draws a batch of
-queries and, for each, one exemplar from the same pairing group (``training.train_core.pairing_keys``,
+queries and, for each, one exemplar from the same pairing group (``training.pairs.pairing_keys``,
 as for CoRe); every pair is used in both directions, (query, exemplar) and (exemplar, query), as the
 reference training loop does. The objective is ``models.tpt.tpt_loss`` with the reference weights
 (cls + reg + ranking + 0.05 sparsity; Bai et al. 2022, Sec. 3.3) on the relative label
@@ -21,13 +21,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from models.gart import GroupBoundaries
 from models.tpt import RANKING_MARGIN, TPTHead, TPTLossWeights, tpt_loss
-from training.train_core import _partner, pair_groups, within_group_deltas
+from training.pairs import BestEpoch, PairSampler
 
 REFERENCE_NUM_CLIPS = 20
 
@@ -84,14 +83,9 @@ def train_tpt_head(
     if clip_features.dim() != 3:
         raise ValueError(f"TPT trains on per-clip features (N, C, D), got shape {tuple(clip_features.shape)}")
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    groups = [g for g in pair_groups(group_keys) if len(g) > 1]
-    if not groups:
-        raise ValueError("TPT training needs at least one group with two or more dives")
-    partner_pool = {int(i): g for g in groups for i in g}
-    trainable = np.array(sorted(partner_pool))
+    pairs = PairSampler(group_keys, config.seed)
     boundaries = GroupBoundaries.from_deltas(
-        within_group_deltas(labels.double().numpy(), groups), num_groups=config.num_groups, symmetric=True,
+        pairs.deltas(labels.double().numpy()), num_groups=config.num_groups, symmetric=True,
         score_range=label_scale,
     )
     num_clips, feature_dim = clip_features.shape[1:]
@@ -107,37 +101,30 @@ def train_tpt_head(
     weights = TPTLossWeights(sparsity=config.sparsity_weight)
     features = clip_features.float()
 
-    best_score, best_state, best_epoch, history = -np.inf, None, 0, []
+    best, history = BestEpoch(), []
     terms = ("cls", "reg", "rank", "sparsity")
     for epoch in tqdm(range(1, config.epochs + 1), desc="TPT head", unit="epoch", disable=not progress):
         head.train()
-        order = rng.permutation(trainable)
         totals = dict.fromkeys(terms, 0.0)
-        for start in range(0, len(order), config.batch_size):
-            query = order[start : start + config.batch_size]
-            exemplar = np.array([_partner(partner_pool[int(i)], int(i), rng) for i in query])
+        seen = 0
+        for query, exemplar in pairs.epoch(config.batch_size):
             # both directions of every pair: (q, e) then (e, q)
-            q = torch.as_tensor(np.concatenate([query, exemplar]))
-            e = torch.as_tensor(np.concatenate([exemplar, query]))
+            q, e = torch.cat([query, exemplar]), torch.cat([exemplar, query])
             group_idx, reg_target = boundaries.assign((labels[q] - labels[e]).float())
             loss = tpt_loss(head(features[q], features[e]), group_idx, reg_target, weights, margin)
             optimizer.zero_grad(set_to_none=True)
             loss["total"].backward()
             optimizer.step()
+            seen += len(query)
             for term in terms:
                 totals[term] += loss[term].item() * len(query)
-        record: dict[str, float] = {"epoch": epoch, **{f"loss_{t}": v / len(order) for t, v in totals.items()}}
+        record: dict[str, float] = {"epoch": epoch, **{f"loss_{t}": v / seen for t, v in totals.items()}}
         if validate is not None and (epoch % config.eval_every == 0 or epoch == config.epochs):
             head.eval()
             record["validation"] = validate(head, boundaries)
-            if record["validation"] > best_score:
-                best_score, best_epoch = record["validation"], epoch
-                best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
+            best.update(head, record["validation"], epoch)
         history.append(record)
-    if best_state is not None:
-        head.load_state_dict(best_state)
-    else:
-        best_epoch = config.epochs
+    best_epoch = best.restore(head, config.epochs)
     return TPTTrainResult(head=head.eval(), boundaries=boundaries, history=history, best_epoch=best_epoch,
                           ranking_margin=margin)
 
