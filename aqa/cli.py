@@ -1,4 +1,4 @@
-"""The ``aqa`` command line: score, synth, train, pretrain, bank, eval, data, demo, serve, worker, batch.
+"""The ``aqa`` command line: score, synth, train, pretrain, bank, eval, data, demo, export, serve, worker, batch.
 
 Each command imports what it needs when it runs, so ``aqa score`` never loads the training code.
 """
@@ -45,8 +45,10 @@ class CliError(Exception):
 # Errors whose message already tells the user what is wrong (bad files, models, datasets, banks).
 USER_ERRORS = frozenset({
     "DatasetError", "UnsafePickleError", "ModelDirError", "BankError", "BankMismatchError", "WeightImportError",
-    "RenderError",
+    "RenderError", "ProtocolError", "OnnxBackboneError", "OnnxExportError",
 })
+# The names of training.protocols.PROTOCOLS, listed here so `aqa --help` does not import the training code.
+_PROTOCOL_NAMES = ("core-mtl", "tpt-mtl", "core-aqa7", "tsa-finediving")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--action-class", help="dive code, e.g. 107B (narrows exemplar choice)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
+                   help="backbone runtime; onnx runs MODEL/backbone.onnx (made by `aqa export onnx`) in onnxruntime")
     p.set_defaults(run=_score)
 
     p = sub.add_parser("synth", help="render a synthetic dive dataset (videos + labels.csv)")
@@ -99,15 +103,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_pretrain_lav)
 
     p = sub.add_parser("eval", help="evaluate one model, or compare several, on a labelled dataset they never saw")
-    p.add_argument("dataset", type=Path)
+    p.add_argument("dataset", type=Path, nargs="?", help="labels CSV or dataset folder (not with --protocol)")
     p.add_argument("--model", type=Path, action="append", default=None,
-                   help="model directory (default: bundled demo); repeat to compare models (needs --out)")
+                   help="model directory (default: bundled demo); repeat to compare models (needs --out), or with "
+                        "--protocol core-aqa7 one per --action")
     p.add_argument("--out", type=Path, default=None,
-                   help="write evaluation.json and scatter.png here (several models: the comparison table)")
+                   help="write evaluation.json and scatter.png here (several models: the comparison table; "
+                        "--protocol: protocol_report.json and .md)")
     p.add_argument("--cache", type=Path, default=Path("runs/feature-cache"))
     p.add_argument("--no-difficulty", action="store_true", help="do not give the model the true difficulty")
     p.add_argument("--update-card", action="store_true", help="record the result in the model card")
     p.add_argument("--timed-videos", type=int, default=10, help="videos timed per model when comparing")
+    p.add_argument("--protocol", choices=list(_PROTOCOL_NAMES),
+                   help="evaluate as a reference paper did (split, frames, exemplars, metrics); needs --data")
+    p.add_argument("--data", type=Path, help="--protocol: the dataset root in the reference repository's layout")
+    p.add_argument("--media", type=Path, help="--protocol: the frames/videos folder, when not found under --data")
+    p.add_argument("--action", action="append", default=None,
+                   help="--protocol core-aqa7: the AQA-7 class of each --model, in the same order")
+    p.add_argument("--seed", type=int, default=0, help="--protocol: seed of the exemplar draws (default 0)")
+    p.add_argument("--reference-input", action="store_true",
+                   help="--protocol: also use the reference's resize, crop and normalisation instead of the model's")
+    p.add_argument("--device", default="cpu", help="--protocol: device for the backbone (e.g. cuda)")
     p.set_defaults(run=_eval)
 
     bank = sub.add_parser("bank", help="exemplar bank commands").add_subparsers(metavar="COMMAND")
@@ -140,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MTL-AQA annotation folder (its training split gives CoRe's group boundaries)")
     p.add_argument("--out", type=Path, required=True, help="model directory to write")
     p.set_defaults(run=_core_import)
+
+    export = sub.add_parser("export", help="export a model for other runtimes").add_subparsers(metavar="FORMAT")
+    p = export.add_parser("onnx", help="write MODEL_DIR/backbone.onnx for the onnx runtime, checked against torch")
+    p.add_argument("model_dir", type=Path)
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset, 18 or later (default 18)")
+    p.set_defaults(run=_export_onnx)
 
     p = sub.add_parser("serve", help="run the scoring API (embedded workers unless AQA_BROKER_URL is set)")
     p.add_argument("--host", help="address to bind (AQA_HOST, default 127.0.0.1)")
@@ -251,7 +273,7 @@ def _score(args: argparse.Namespace) -> int:
     from models.scorer import QueryLabels, Scorer
     from video.errors import VideoError
 
-    scorer = Scorer.from_dir(args.model, device=args.device)
+    scorer = Scorer.from_dir(args.model, device=args.device, runtime=args.runtime)
     try:
         result = scorer.score(args.video, QueryLabels(difficulty=args.difficulty, action_class=args.action_class))
     except VideoError as exc:
@@ -263,7 +285,7 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
-def format_result(result) -> str:  # noqa: ANN001 - ScoreResult, imported lazily
+def format_result(result) -> str:
     lines = [
         f"score        {result.score:.2f}   (90% interval {result.interval.low:.2f} .. {result.interval.high:.2f}, "
         f"{result.interval.method})",
@@ -329,6 +351,13 @@ def _pretrain_lav(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    if args.protocol is not None:
+        return _eval_protocol(args)
+    if args.dataset is None:
+        raise CliError("aqa eval needs a DATASET, or --protocol NAME --data ROOT")
+    for flag, value in (("--data", args.data), ("--media", args.media), ("--action", args.action)):
+        if value is not None:
+            raise CliError(f"{flag} goes with --protocol")
     models = args.model or [DEMO_MODEL_DIR]
     if len(models) > 1:
         from training.compare import COMPARISON_MD, compare_models
@@ -348,6 +377,29 @@ def _eval(args: argparse.Namespace) -> int:
     evaluation = evaluate_model_dir(models[0], args.dataset, cache_dir=args.cache, out=args.out,
                                     use_difficulty=not args.no_difficulty, update_card=args.update_card)
     print(json.dumps(evaluation.summary(), indent=2))
+    return 0
+
+
+def _eval_protocol(args: argparse.Namespace) -> int:
+    from training.protocols import REPORT_MD, run_protocol
+
+    if args.dataset is not None:
+        raise CliError(f"--protocol reads its dataset from --data; drop the positional {args.dataset}")
+    if args.data is None:
+        raise CliError(f"--protocol {args.protocol} needs --data (the dataset root)")
+    if args.model is None:
+        raise CliError(f"--protocol {args.protocol} needs --model (the model directory to evaluate)")
+    if args.no_difficulty or args.update_card:
+        raise CliError("--no-difficulty and --update-card do not go with --protocol (the protocol fixes both)")
+    if args.seed < 0:
+        raise CliError(f"--seed must be >= 0, got {args.seed}")
+    report = run_protocol(args.protocol, args.data, args.model, args.cache, actions=args.action, media=args.media,
+                          seed=args.seed, input_mode="reference" if args.reference_input else "model",
+                          device=args.device)
+    if args.out is not None:
+        report.write(args.out)
+        print(f"wrote {args.out / REPORT_MD} and protocol_report.json", file=sys.stderr)
+    print(report.markdown())
     return 0
 
 
@@ -377,6 +429,18 @@ def _core_import(args: argparse.Namespace) -> int:
     from training.core_import import run_core_import
 
     print(run_core_import(args.file, args.out, args.mtl_aqa))
+    return 0
+
+
+def _export_onnx(args: argparse.Namespace) -> int:
+    from models.onnx_backbone import ONNX_FILE
+    from training.export_onnx import DEFAULT_OPSET, export_onnx
+
+    record = export_onnx(args.model_dir, opset=args.opset or DEFAULT_OPSET)
+    check = record.validation
+    print(f"wrote {args.model_dir / ONNX_FILE} (opset {record.opset}, input {list(record.input_shape)}); "
+          f"onnxruntime vs torch: max abs diff {check.max_abs_diff:.2g} at feature scale {check.max_abs_feature:.3g}. "
+          f"Use it with `aqa score --runtime onnx` or AQA_RUNTIME=onnx.")
     return 0
 
 

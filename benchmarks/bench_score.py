@@ -27,10 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.pretrained import DEMO_MODEL_DIR  # noqa: E402
-from models.scorer import QueryLabels, Scorer  # noqa: E402
-from training.synth.generate import render_dive_video  # noqa: E402
-from video.decode import decode_video  # noqa: E402
+from models.pretrained import DEMO_MODEL_DIR
+from models.scorer import QueryLabels, Scorer
+from training.synth.generate import render_dive_video
+from video.decode import decode_video
 
 
 def main() -> None:

@@ -112,8 +112,7 @@ class ExemplarBank:
         }
         save_file({"clip_features": self.clip_features.half().contiguous()}, str(folder / FEATURES))
         with open(folder / ROWS, "w", encoding="utf-8") as f:
-            for e in self.exemplars:
-                f.write(json.dumps(asdict(e), sort_keys=True) + "\n")
+            f.writelines(json.dumps(asdict(e), sort_keys=True) + "\n" for e in self.exemplars)
         (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
     @classmethod

@@ -7,6 +7,7 @@ CoRe (Yu et al., ICCV 2021) reads 103 frames as 10 overlapping clips of 16 frame
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,25 @@ class ClipProtocol:
             raise ValueError(f"clip protocol needs {self.frames_needed} frames, video has {batched.shape[2]}")
         clips = torch.stack([batched[:, :, s : s + self.length] for s in self.starts], dim=1)
         return clips.flatten(0, 1)
+
+    def run(self, forward: Callable[[torch.Tensor], torch.Tensor], batched: torch.Tensor,
+            batch_size: int | None = None) -> torch.Tensor:
+        """(B, C, T, H, W) -> (B, num_clips, D): ``forward`` ((N, C, length, H, W) -> (N, D)) on every clip.
+
+        Rows are cut video by video (``b * num_clips + k``, as :meth:`split`) and passed ``batch_size``
+        at a time (all at once if None), so at most ``batch_size`` clips are in memory.
+        """
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
+        if batched.shape[2] < self.frames_needed:
+            raise ValueError(f"clip protocol needs {self.frames_needed} frames, video has {batched.shape[2]}")
+        windows = [(b, start) for b in range(batched.shape[0]) for start in self.starts]
+        step = batch_size or len(windows)
+        features = []
+        for first in range(0, len(windows), step):
+            chunk = [batched[b, :, s : s + self.length] for b, s in windows[first : first + step]]
+            features.append(forward(torch.stack(chunk)))
+        return torch.cat(features).view(batched.shape[0], self.num_clips, -1)
 
     def to_dict(self) -> dict[str, Any]:
         return {"length": self.length, "starts": list(self.starts)}

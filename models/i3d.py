@@ -319,11 +319,6 @@ class I3D(nn.Module):
         batched = video if video.dim() == 5 else video.unsqueeze(0)
         if batched.shape[1] != self.in_channels:
             raise ValueError(f"video must have {self.in_channels} channels, got shape {tuple(video.shape)}")
-        if batched.shape[2] < clips.frames_needed:
-            frames = batched.shape[2]
-            raise ValueError(f"clip protocol needs {clips.frames_needed} frames, video has {frames}")
-        if batch_size is not None and batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
         if check_range:
             low, high = torch.aminmax(batched.detach())
             if not (low >= -INPUT_LIMIT and high <= INPUT_LIMIT):
@@ -331,10 +326,4 @@ class I3D(nn.Module):
                     f"video values span [{low.item():.3g}, {high.item():.3g}]; the Kinetics I3D expects "
                     "input in [-1, 1] (pixels / 127.5 - 1)"
                 )
-        windows = [(b, start) for b in range(batched.shape[0]) for start in clips.starts]
-        step = batch_size or len(windows)
-        features = []
-        for first in range(0, len(windows), step):
-            chunk = [batched[b, :, s : s + clips.length] for b, s in windows[first : first + step]]
-            features.append(self.forward_features(torch.stack(chunk)))
-        return torch.cat(features).view(batched.shape[0], clips.num_clips, self.feature_dim)
+        return clips.run(self.forward_features, batched, batch_size)

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from exemplar_bank.bank import ExemplarBank
 from exemplar_bank.selection import Selection, select_exemplars
 from models.clips import ClipProtocol
-from models.feature_extractor import FeatureExtractor
+from models.feature_extractor import FeatureExtractor, Runtime
 from models.heads import ScoringHead, build_head
 from models.lav import alignment_path
 from models.model_dir import BANK_DIR, HEAD_WEIGHTS, ModelConfig, ModelDirError
@@ -55,11 +55,17 @@ class Scorer:
         self._bank_labels = torch.tensor([self._label_of(e.final_score, e.difficulty) for e in bank.exemplars])
 
     @classmethod
-    def from_dir(cls, model_dir: Path, device: str = "cpu") -> Scorer:
-        """Load a model directory; the bank must carry this backbone's feature fingerprint."""
+    def from_dir(cls, model_dir: Path, device: str = "cpu", runtime: Runtime = "torch", onnx_threads: int = 0,
+                 ) -> Scorer:
+        """Load a model directory; the bank must carry this backbone's feature fingerprint.
+
+        ``runtime="onnx"`` runs the backbone from the directory's ``backbone.onnx`` in onnxruntime with
+        ``onnx_threads`` intra-op threads (see :meth:`FeatureExtractor.from_model_dir`).
+        """
         model_dir = Path(model_dir)
         config = ModelConfig.load(model_dir)
-        extractor = FeatureExtractor.from_model_dir(model_dir, device=device, config=config)
+        extractor = FeatureExtractor.from_model_dir(model_dir, device=device, config=config, runtime=runtime,
+                                                    onnx_threads=onnx_threads)
         if not (model_dir / HEAD_WEIGHTS).is_file():
             raise ModelDirError(f"{model_dir} is missing {HEAD_WEIGHTS}")
         head = build_head(config.head, config.backbone.feature_dim, config.labels.scale, config.head_config,

@@ -44,9 +44,13 @@ class ServiceSettings(BaseSettings):
         "auto", description="Where workers run the model: 'auto' takes CUDA when present, else the CPU."
     )
     runtime: Literal["torch", "onnx"] = Field(
-        "torch", description="Inference runtime of the workers. Only 'torch' exists so far."
+        "torch", description="Runtime of the workers' backbone: 'torch', or 'onnx' (onnxruntime on the model "
+        "directory's backbone.onnx, made by `aqa export onnx MODEL_DIR`; on CUDA when the device is cuda and "
+        "onnxruntime-gpu is installed)."
     )
-    torch_threads: int = Field(0, ge=0, description="Intra-op threads per worker process (0: torch's default).")
+    torch_threads: int = Field(
+        0, ge=0, description="Intra-op threads per worker process, of torch or onnxruntime (0: the runtime's default)."
+    )
 
     # --- where and how the API listens ----------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address `aqa serve` binds (0.0.0.0 in containers).")
@@ -166,11 +170,18 @@ class ServiceSettings(BaseSettings):
         return self.data_dir / "jobs.sqlite3"
 
     def check_runtime(self) -> None:
-        """Refuse runtimes this build cannot run, with what to do instead."""
-        if self.runtime == "onnx":
+        """Refuse the onnx runtime for a model directory without an ONNX export, saying how to make one.
+
+        Whether the export is current (made from these weights) is checked when the model is loaded.
+        """
+        if self.runtime != "onnx" or not self.model_dir.is_dir():
+            return
+        from models.onnx_backbone import ONNX_FILE
+
+        if not (self.model_dir / ONNX_FILE).is_file():
             raise ConfigurationError(
-                "AQA_RUNTIME=onnx: the ONNX export of the models lands with the training issue and does not "
-                "exist yet, so this build can only run the torch runtime. Set AQA_RUNTIME=torch."
+                f"AQA_RUNTIME=onnx, but the model directory {self.model_dir} has no {ONNX_FILE}: create it with "
+                f"`aqa export onnx {self.model_dir}`, or set AQA_RUNTIME=torch."
             )
 
     def check_model_dir(self) -> None:

@@ -390,7 +390,10 @@ def test_core_import_writes_the_model_directory(core_model_dir, mtl_groups) -> N
         "resize": 256,
         "crop": 224,
         "normalization": "imagenet",
+        "sampling": "window_end",
+        "stretch_to": [256, 455],
     }
+    assert config.backbone.padding == "static_same"
     assert config.clip_protocol == ClipProtocol.core_mtl()
     assert (config.voting.num_exemplars, config.voting.strategy) == (10, "random")
     assert {k: config.head_config[k] for k in ("hidden", "depth", "leaf_activation")} == {

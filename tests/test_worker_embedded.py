@@ -43,8 +43,11 @@ def test_device_and_runtime_selection() -> None:
     assert model_cache.select_device("auto") == "cpu"  # no GPU on this machine
     with pytest.raises(ConfigurationError, match="sees no CUDA device"):
         model_cache.select_device("cuda")
-    with pytest.raises(ConfigurationError, match="ONNX export .* lands with the training issue"):
-        model_cache.get_scorer(ServiceSettings(runtime="onnx"))
+
+
+def test_the_onnx_runtime_needs_an_export_in_the_model_dir(tiny_model_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"has no backbone.onnx: create it with `aqa export onnx"):
+        model_cache.get_scorer(settings_for(tiny_model_dir, tmp_path, runtime="onnx"))
 
 
 def test_a_missing_or_broken_model_dir_is_a_clear_configuration_error(tmp_path: Path, tiny_model_dir: Path) -> None:

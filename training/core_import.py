@@ -68,14 +68,16 @@ def run_core_import(file: Path, out: Path, mtl_aqa_info: Path) -> str:
         "  backbone.safetensors: I3D, hassony2 layout converted, CoRe's BatchNorm eps 1e-5 folded in",
         "  head.safetensors: CoRe regression tree, hidden 256, 16 leaves, raw leaf outputs",
         (
-            "  config.json: execution labels / 30 x difficulty, 103 frames, ImageNet normalisation,"
-            " 10 clips of 16 frames, 10 random same-difficulty exemplars"
+            "  config.json: execution labels / 30 x difficulty; CoRe's input (the 103 frames ending at the dive's"
+            " end, stretched to 256 x 455, 224 centre crop, ImageNet normalisation); 10 clips of 16 frames;"
+            " 10 random same-difficulty exemplars"
         ),
         (
             f"  groups: {CORE_NUM_GROUPS} from {len(deltas):,} same-difficulty pairs of {len(train)} training"
             f" dives; upper bounds of the positive side: {positive}"
         ),
-        f"  preprocessing differs from CoRe's in resize and frame sampling: see {Path(out) / CORE_CHECKPOINT_RECORD}",
-        f"next: build the exemplar bank from your MTL-AQA videos: aqa bank build <dataset> --model {out}",
+        f"  what still differs from CoRe's input (decoding, resampling filter): {Path(out) / CORE_CHECKPOINT_RECORD}",
+        f"reproduce CoRe's test: aqa eval --protocol core-mtl --data <MTL-AQA root> --model {out}",
+        f"score your own videos: build the exemplar bank first: aqa bank build <dataset> --model {out}",
     ]
     return "\n".join(lines)

@@ -16,20 +16,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from models.file_hash import file_sha256
 from training.datasets.records import DiveRecord
 from video.decode import DecodedVideo, decode_video
 from video.frame_folder import decode_frame_folder
 from video.preprocessing import Preprocessing
 
 FeatureFn = Callable[[DecodedVideo], torch.Tensor]
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def decode_record(record: DiveRecord, preprocessing: Preprocessing) -> DecodedVideo:

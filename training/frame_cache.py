@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from models.file_hash import file_sha256
 from training.datasets.records import DiveRecord
-from training.feature_cache import decode_record, file_sha256
+from training.feature_cache import decode_record
 from video.preprocessing import Preprocessing
 
 

@@ -35,6 +35,7 @@ from safetensors.torch import save_file
 from exemplar_bank.bank import Exemplar, ExemplarBank
 from models.clips import ClipProtocol
 from models.feature_extractor import FeatureExtractor
+from models.file_hash import file_sha256
 from models.heads import CoReScoringHead, PCLNScoringHead, ScoringHead, TPTScoringHead
 from models.i3d import I3D
 from models.model_dir import (
@@ -53,7 +54,7 @@ from training.backbone import BackboneTrainConfig, recalibrate_batchnorm, train_
 from training.datasets.folder_csv import load_folder_csv, split_records
 from training.datasets.records import DatasetError, DiveRecord
 from training.evaluate import Evaluation, evaluate_scorer
-from training.feature_cache import FeatureCache, file_sha256
+from training.feature_cache import FeatureCache
 from training.model_card import git_commit, read_card, write_card
 from training.pairs import pairing_keys
 from training.pretrain_lav import load_backbone_init

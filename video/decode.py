@@ -22,8 +22,8 @@ import numpy as np
 from video.errors import TruncatedVideoError
 from video.preprocessing import Preprocessing
 from video.probe import DEFAULT_LIMITS, VideoInfo, VideoLimits, check_frame_size, open_container, probe_video
-from video.sampling import frame_range, uniform_frame_indices
-from video.spatial import resize_and_crop, rotate_for_display
+from video.sampling import frame_range, sample_frame_indices
+from video.spatial import resize_and_crop, rotate_for_display, stretch_and_crop
 
 
 @dataclass(frozen=True)
@@ -50,21 +50,22 @@ def decode_video(
     start_frame: int | None = None,
     end_frame: int | None = None,
 ) -> DecodedVideo:
-    """Sample ``preprocessing.num_frames`` frames uniformly over ``[start_frame, end_frame]``.
+    """Sample ``preprocessing.num_frames`` frames over ``[start_frame, end_frame]``.
 
     The inclusive frame range cuts one dive out of a longer source (MTL-AQA's layout); ``None`` means
-    the whole video. Fewer source frames than T repeat frames (see ``uniform_frame_indices``). CoRe's
-    MTL-AQA loader instead takes the T consecutive frames before the annotated ``end_frame``; that is
-    ``start_frame=end_frame - T, end_frame=end_frame - 1`` here. Each sampled frame is resized so its
-    short side is ``preprocessing.resize`` (display aspect kept, phone rotation applied) and
-    centre-cropped to ``preprocessing.crop``. Limits apply to the whole file; the source is decoded
-    from its start up to the last sampled frame.
+    the whole video. ``preprocessing.sampling`` picks the frames: uniformly (fewer source frames than T
+    repeat frames, see ``uniform_frame_indices``), or the T consecutive frames ending at ``end_frame``
+    (``"window_end"``, CoRe's MTL-AQA loader). Each sampled frame is resized so its short side is
+    ``preprocessing.resize`` (display aspect kept, phone rotation applied) and centre-cropped to
+    ``preprocessing.crop``; with ``preprocessing.stretch_to`` it is instead converted to RGB at full
+    size, rotated for display, stretched and cropped (``video.spatial.stretch_and_crop``). Limits apply
+    to the whole file; the source is decoded from its start up to the last sampled frame.
 
     Raises a :class:`video.errors.VideoError` subclass for every unusable file.
     """
     info = probe_video(Path(path), limits, count_frames=True)
     first, last = frame_range(info.frame_count, start_frame, end_frame)
-    indices = uniform_frame_indices(first, last, preprocessing.num_frames)
+    indices = sample_frame_indices(first, last, preprocessing.num_frames, preprocessing.sampling)
     wanted = np.unique(indices)
     frames, timestamps = _decode_wanted_frames(Path(path), info, wanted, preprocessing, limits)
     slot = np.searchsorted(wanted, indices)
@@ -93,8 +94,7 @@ def _decode_wanted_frames(
                     start_seconds = frame.time or 0.0
                 check_frame_size(frame.width, frame.height, limits)
                 if decoded == wanted[filled]:
-                    small = resize_and_crop(frame, preprocessing.resize, crop, sample_aspect)
-                    frames[filled] = rotate_for_display(small, frame.rotation)
+                    frames[filled] = _preprocess_frame(frame, preprocessing, sample_aspect)
                     if frame.time is not None:
                         timestamps[filled] = frame.time - start_seconds
                     elif info.fps:
@@ -114,6 +114,18 @@ def _decode_wanted_frames(
             f"(decoded {decoded} of {info.frame_count} frames)."
         )
     return frames, timestamps
+
+
+def _preprocess_frame(
+    frame: av.VideoFrame, preprocessing: Preprocessing, sample_aspect: Fraction | None
+) -> np.ndarray:
+    """One decoded frame -> uint8 RGB (crop, crop, 3) as shown (rotation applied)."""
+    if preprocessing.stretch_to is not None:
+        rgb = rotate_for_display(frame.to_ndarray(format="rgb24"), frame.rotation)
+        width, height = preprocessing.stretch_to
+        return stretch_and_crop(rgb, width, height, preprocessing.crop, preprocessing.stretch_filter)
+    small = resize_and_crop(frame, preprocessing.resize, preprocessing.crop, sample_aspect)
+    return rotate_for_display(small, frame.rotation)
 
 
 def _valid(sample_aspect: Fraction | None) -> Fraction | None:

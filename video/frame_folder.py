@@ -1,8 +1,8 @@
 """Load a folder of extracted frames (JPEG/PNG) as if it were a decoded video.
 
 The MTL-AQA reference tools store each video as numbered JPEG frames. This applies the same
-sampling, resize and centre crop as :func:`video.decode.decode_video` (the same swscale resize), so
-features from frame folders and from video files are comparable.
+sampling, resize and centre crop as :func:`video.decode.decode_video` (the same swscale resize, or the
+same Pillow stretch), so features from frame folders and from video files are comparable.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from video.decode import DecodedVideo
 from video.errors import NotAVideoError, TruncatedVideoError, VideoFileNotFoundError, ZeroFramesError
 from video.preprocessing import Preprocessing
 from video.probe import VideoInfo
-from video.sampling import frame_range, uniform_frame_indices
-from video.spatial import resize_and_crop
+from video.sampling import frame_range, sample_frame_indices
+from video.spatial import resize_and_crop, stretch_and_crop
 
 FRAME_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 
@@ -41,9 +41,10 @@ def decode_frame_folder(
     end_frame: int | None = None,
     fps: float | None = None,
 ) -> DecodedVideo:
-    """Sample ``preprocessing.num_frames`` frames uniformly over the folder's ``[start, end]`` range.
+    """Sample ``preprocessing.num_frames`` frames over the folder's ``[start, end]`` range.
 
-    Frame index i is the i-th file in natural order. Frames carry no timing: ``timestamps`` are
+    Frame index i is the i-th file in natural order (for zero-padded names, the sorted order the
+    reference loaders use); ``preprocessing.sampling`` chooses the frames as in ``decode_video``. Frames carry no timing: ``timestamps`` are
     ``index / fps`` when ``fps`` is given, else NaN (and ``info.fps`` is 0).
     """
     folder = Path(folder)
@@ -53,7 +54,7 @@ def decode_frame_folder(
     if not files:
         raise ZeroFramesError(f"The folder {folder.name} holds no JPEG or PNG frames.")
     first, last = frame_range(len(files), start_frame, end_frame)
-    indices = uniform_frame_indices(first, last, preprocessing.num_frames)
+    indices = sample_frame_indices(first, last, preprocessing.num_frames, preprocessing.sampling)
     wanted, slot = np.unique(indices, return_inverse=True)
     frames = np.stack([_load_frame(files[i], preprocessing) for i in wanted])
     width, height = _image_size(files[0])
@@ -82,6 +83,9 @@ def _load_frame(path: Path, preprocessing: Preprocessing) -> np.ndarray:
         raise NotAVideoError(f"The frame file {path.name} is not an image.") from error
     except OSError as error:
         raise TruncatedVideoError(f"The frame file {path.name} is damaged or truncated ({error}).") from error
+    if preprocessing.stretch_to is not None:
+        width, height = preprocessing.stretch_to
+        return stretch_and_crop(rgb, width, height, preprocessing.crop, preprocessing.stretch_filter)
     frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
     return resize_and_crop(frame, preprocessing.resize, preprocessing.crop)
 

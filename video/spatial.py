@@ -1,7 +1,8 @@
 """Spatial preprocessing of one frame: resize the short side, convert to RGB, centre-crop.
 
 Video frames and frame-folder images go through the same swscale resize (``VideoFrame.reformat``),
-so both paths produce the same pixels from the same RGB content.
+so both paths produce the same pixels from the same RGB content. The reference codes' stretch
+(:func:`stretch_and_crop`) resizes full-size RGB frames with Pillow instead, as they did.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from fractions import Fraction
 
 import av
 import numpy as np
+from PIL import Image
 
 
 def short_side_size(
@@ -52,3 +54,20 @@ def resize_and_crop(
     width, height = short_side_size(frame.width, frame.height, resize, sample_aspect)
     small = frame.reformat(width=width, height=height, format="rgb24", interpolation="BILINEAR")
     return np.ascontiguousarray(center_crop(small.to_ndarray(), crop))
+
+
+_PILLOW_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}
+
+
+def stretch_and_crop(rgb: np.ndarray, width: int, height: int, crop: int, resample: str = "bilinear") -> np.ndarray:
+    """uint8 RGB (crop, crop, 3): Pillow resize of ``rgb`` (H, W, 3) to exactly ``width`` x ``height``, then
+    the centred square at offsets ``round((width - crop) / 2)``, ``round((height - crop) / 2)`` (Python's
+    round, half to even).
+
+    This is torchvideotransforms' ``Resize`` (``PIL.Image.resize``, aspect ratio ignored) followed by its
+    ``CenterCrop``, the test transform of CoRe, TPT and FineDiving-TSA. ``resample``: ``"bilinear"`` or
+    ``"nearest"`` (which one their library version applied is discussed in ``training/protocols.py``).
+    """
+    image = Image.fromarray(np.ascontiguousarray(rgb)).resize((width, height), _PILLOW_FILTERS[resample])
+    left, top = round((width - crop) / 2), round((height - crop) / 2)
+    return np.ascontiguousarray(np.asarray(image)[top : top + crop, left : left + crop])

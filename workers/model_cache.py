@@ -1,7 +1,8 @@
 """The model and exemplar bank, loaded once per worker process and shared by every job it runs.
 
-Device: ``AQA_DEVICE=auto`` takes CUDA when torch sees a GPU, else the CPU. Runtime: ``torch`` (the
-only one so far; ``onnx`` is refused with a configuration error until the ONNX export exists).
+Device: ``AQA_DEVICE=auto`` takes CUDA when torch sees a GPU, else the CPU. Runtime: ``torch``, or
+``onnx`` (the backbone in onnxruntime from the model directory's ``backbone.onnx``; a directory without
+one, or with one made from other weights, is a configuration error).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from service.settings import ConfigurationError, ServiceSettings
 log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
-_scorers: dict[tuple[str, str], Scorer] = {}
+_scorers: dict[tuple[str, str, str], Scorer] = {}
 
 
 def select_device(requested: str) -> str:
@@ -38,7 +39,7 @@ def get_scorer(settings: ServiceSettings) -> Scorer:
     """This process's scorer for the configured model, loaded on first use (thread-safe)."""
     settings.check_runtime()
     device = select_device(settings.device)
-    key = (str(settings.model_dir.resolve()), device)
+    key = (str(settings.model_dir.resolve()), device, settings.runtime)
     if settings.torch_threads and torch.get_num_threads() != settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     with _lock:
@@ -52,12 +53,13 @@ def _load(settings: ServiceSettings, device: str) -> Scorer:
     settings.check_model_dir()
     start = time.perf_counter()
     try:
-        scorer = Scorer.from_dir(settings.model_dir, device=device)
+        scorer = Scorer.from_dir(settings.model_dir, device=device, runtime=settings.runtime,
+                                 onnx_threads=settings.torch_threads)
     except (ModelDirError, BankError, OSError, ValueError) as exc:
         raise ConfigurationError(f"The model in {settings.model_dir} could not be loaded: {exc}") from exc
     ref = scorer.model_ref
-    log.info("loaded model %s %s (%s, %d exemplars) on %s in %.1f s", ref.id, ref.version, ref.fingerprint,
-             len(scorer.bank), device, time.perf_counter() - start)
+    log.info("loaded model %s %s (%s, %d exemplars) on %s with %s in %.1f s", ref.id, ref.version,
+             ref.fingerprint, len(scorer.bank), device, settings.runtime, time.perf_counter() - start)
     return scorer
 
 

@@ -12,15 +12,18 @@ The checkpoint (``tools/helper.py`` ``save_checkpoint``, read back by ``tools/bu
 The directory written (``models/model_dir.py``) holds:
 
 * ``backbone.safetensors``: hassony2 -> our layout, with the BatchNorm eps 1e-5 of CoRe's I3D copy folded
-  into the scales (``models/weights/i3d_import.py``). CoRe's 16 x 224 x 224 clips are sizes where the
-  copy's fixed padding equals our default, so the standard ``I3D()`` reproduces its features.
+  into the scales (``models/weights/i3d_import.py``). The config builds it with ``padding="static_same"``,
+  the copy's own padding arithmetic (equal to our default for CoRe's 16 x 224 x 224 clips, and still
+  the copy's at any other input size).
 * ``head.safetensors``: :class:`CoReHead` with the reference's dimensions read from the tensors (1024-d
   features, hidden 256, 16 leaves = ``depth`` 4, i.e. reference ``RT_depth`` 5), label scale 30 and
   ``leaf_activation="identity"``: the reference decodes the raw leaf output,
   ``delta = min + (max - min) * leaf`` (``utils/Group_helper.py`` ``inference``).
 * ``config.json``: labels ``execution`` (final / difficulty) with scale 30, the query's difficulty
   multiplying the voted execution score; 10 exemplars chosen at random among same-difficulty ones (the
-  reference test protocol); clips :meth:`ClipProtocol.core_mtl`; 103 frames, ImageNet mean/std input.
+  reference test protocol); clips :meth:`ClipProtocol.core_mtl`; CoRe's input (:data:`CORE_PREPROCESSING`):
+  the 103 consecutive frames ending at the dive's last frame, stretched to 256 wide x 455 tall,
+  centre-cropped to 224 at CoRe's offsets, ImageNet mean/std.
 * ``backbone.json`` and ``core_checkpoint.json``: provenance and the differences listed below.
 
 Not in the checkpoint: the group boundaries. CoRe rebuilds them at test time from its training set
@@ -28,16 +31,21 @@ Not in the checkpoint: the group boundaries. CoRe rebuilds them at test time fro
 Max 30), so the caller passes them (``training/core_import.py`` computes them from MTL-AQA annotations).
 The exemplar bank is not built here either: it needs the user's MTL-AQA videos (``aqa bank build``).
 
-Input differences that remain (recorded in core_checkpoint.json):
+Input: what CoRe's test transform does, and what remains (recorded in core_checkpoint.json).
 
-* Spatial. CoRe's frames are scaled by ffmpeg to height 256 (455 x 256 for MTL-AQA's 16:9 video) and
-  its test transform is torchvideotransforms ``Resize((455, 256))`` then ``CenterCrop(224)``. The
-  evident intent, a centred 224 crop of the 455 x 256 frame, is what our ``resize=256`` (short side)
-  and ``crop=224`` do. But torchvideotransforms' ``resize_clip`` swaps the pair before PIL's
-  ``resize((width, height))`` (in the hassony2/torch_videovision sources read for this importer), so
-  the frames become 256 wide and 455 tall before the crop; ``Preprocessing`` cannot express that.
-* Temporal. CoRe reads the 103 consecutive frames that end at the annotated ``end_frame``; ours samples
-  103 frames evenly over the whole file. They coincide for a file that is exactly the dive's 103 frames.
+* Spatial. CoRe's frames are JPEGs scaled by ffmpeg to height 256 (455 x 256 for MTL-AQA's 16:9 video);
+  its test transform is torchvideotransforms ``Resize((455, 256))`` then ``CenterCrop(224)``.
+  ``resize_clip`` swaps the pair before PIL's ``resize((width, height))``, so the frames become 256
+  wide and 455 tall, and ``CenterCrop`` offsets the crop by ``round((455 - 224) / 2) = 116`` rows.
+  ``stretch_to=(256, 455)`` does exactly that. The resampling filter depends on the library's
+  version: ``Resize``'s default ``'nearest'`` meant PIL bilinear in the versions read for this importer
+  (hassony2/torch_videovision at 1b46232, and the copy vendored by baiyang4/aqa_tpt), and PIL nearest
+  after a later fix; the config says ``"bilinear"`` (edit ``stretch_filter`` for the other).
+* Temporal. CoRe reads the 103 consecutive frames ending at the annotated ``end_frame``
+  (``sampling="window_end"``); ``training/protocols.py`` gives each MTL-AQA record the frame range that
+  makes this window CoRe's. Scoring a trimmed clip reads its last 103 frames.
+* Video files are decoded to RGB by FFmpeg rather than read from CoRe's JPEGs, so pixels differ by the
+  JPEG round trip unless the frames folders are used.
 """
 
 from __future__ import annotations
@@ -54,6 +62,7 @@ from safetensors.torch import save_file
 
 from models.clips import ClipProtocol
 from models.core import CoReHead
+from models.file_hash import file_sha256
 from models.gart import GroupBoundaries
 from models.model_dir import HEAD_WEIGHTS, BackboneConfig, LabelConfig, ModelConfig, VotingConfig
 from models.weights.i3d_import import (
@@ -61,7 +70,6 @@ from models.weights.i3d_import import (
     WeightImportError,
     backbone_record,
     convert_i3d_state_dict,
-    file_sha256,
     find_state_dict,
     load_checkpoint,
     strip_prefix,
@@ -73,21 +81,24 @@ CORE_CHECKPOINT_RECORD = "core_checkpoint.json"
 CORE_BN_EPS = 1e-5  # CoRe's models/i3d.py builds BatchNorm3d(c)
 CORE_LABEL_SCALE = 30.0  # MTL-AQA "score_range" (theta in the pair feature, Max of the groups)
 CORE_NUM_EXEMPLARS = 10  # "voter_number"
-CORE_PREPROCESSING = Preprocessing(num_frames=103, resize=256, crop=224, normalization="imagenet")
+CORE_PREPROCESSING = Preprocessing(
+    num_frames=103, resize=256, crop=224, normalization="imagenet", sampling="window_end", stretch_to=(256, 455)
+)
 SCALARS = ("epoch", "epoch_best", "rho_best", "L2_min", "RL2_min")
 
 PREPROCESSING_NOTES = {
     "spatial": (
-        "CoRe: frames scaled to height 256 (455 x 256), then torchvideotransforms Resize((455, 256)) and "
-        "CenterCrop(224); its resize_clip swaps the pair before PIL's resize(width, height), giving "
-        "256 x 455 (width x height) frames before the crop. Here: short side 256, centre crop 224 (the "
-        "unswapped intent)."
+        "CoRe: torchvideotransforms Resize((455, 256)) + CenterCrop(224) on its JPEG frames; resize_clip swaps "
+        "the pair, so frames are stretched to 256 wide x 455 tall and cropped at row offset 116. Here: the same "
+        "stretch and offsets with Pillow (stretch_filter 'bilinear', the PIL filter that Resize's default "
+        "'nearest' selected in the library versions read; a later fix made it PIL nearest)."
     ),
     "temporal": (
-        "CoRe: the 103 consecutive frames ending at the annotated end_frame. Here: 103 frames sampled "
-        "evenly over the file; equal when the file is exactly those 103 frames."
+        "CoRe: the 103 consecutive frames ending at the annotated end_frame. Here: sampling 'window_end', the 103 "
+        "frames ending at the range's last frame (training/protocols.py sets MTL-AQA ranges to CoRe's window)."
     ),
     "normalization": "ImageNet mean/std on [0, 1] RGB, as CoRe's test transform.",
+    "decoding": "Video files are decoded by FFmpeg; CoRe read ffmpeg-extracted JPEGs. Frame folders give its pixels.",
 }
 
 
@@ -157,7 +168,7 @@ def import_core_checkpoint(
             f"{path.name}: not a CoRe checkpoint (a dict with 'base_model' and 'regressor')"
         )
     base = strip_prefix(_section(checkpoint, "base_model", path.name), "backbone.")
-    backbone_config = BackboneConfig(width=1.0, feature_dim=1024)
+    backbone_config = BackboneConfig(width=1.0, feature_dim=1024, padding="static_same")
     head = _head_from_regressor(
         _section(checkpoint, "regressor", path.name), backbone_config.feature_dim, path.name
     )

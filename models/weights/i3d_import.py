@@ -38,7 +38,6 @@ reference training scripts save, e.g. CoRe's ``rho_best``) are the one addition 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import pickle
@@ -53,6 +52,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from models.file_hash import file_sha256
 from models.i3d import BN_EPS, I3D, INCEPTION_CHANNELS
 from models.model_dir import BACKBONE_WEIGHTS
 
@@ -98,14 +98,6 @@ class WeightImportError(ValueError):
 def _listing(items: list[str]) -> str:
     shown = ", ".join(items[:_MAX_LISTED])
     return shown + (f", ... ({len(items)} in all)" if len(items) > _MAX_LISTED else "")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_checkpoint(file: str | Path) -> object:
