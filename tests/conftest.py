@@ -45,3 +45,29 @@ def tiny_model_dir(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory)
     out = tmp_path_factory.mktemp("tiny-model") / "model"
     train_model(tiny_dataset, out, PROFILES["tiny"], cache_dir=tmp_path_factory.mktemp("cache"), progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def head_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Feature cache shared by the TPT and PCLN model fixtures (same profile, same features)."""
+    return tmp_path_factory.mktemp("head-cache")
+
+
+@pytest.fixture(scope="session")
+def tpt_model_dir(tiny_dataset: Path, head_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A TPT model directory made by our training code with the ``tiny-tpt`` profile."""
+    from training.pipeline import PROFILES, train_model
+
+    out = tmp_path_factory.mktemp("tpt") / "model"
+    train_model(tiny_dataset, out, PROFILES["tiny-tpt"], cache_dir=head_cache_dir, progress=False, head="tpt")
+    return out
+
+
+@pytest.fixture(scope="session")
+def pcln_model_dir(tiny_dataset: Path, head_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A PCLN model directory (exemplar-free at test time) made with the ``tiny-tpt`` profile."""
+    from training.pipeline import PROFILES, train_model
+
+    out = tmp_path_factory.mktemp("pcln") / "model"
+    train_model(tiny_dataset, out, PROFILES["tiny-tpt"], cache_dir=head_cache_dir, progress=False, head="pcln")
+    return out

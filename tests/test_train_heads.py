@@ -24,25 +24,6 @@ from training.train_tpt import TPTTrainConfig, ranking_margin, train_tpt_head
 from video.decode import decode_video
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("head-cache")
-
-
-@pytest.fixture(scope="module")
-def tpt_model_dir(tiny_dataset: Path, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("tpt") / "model"
-    train_model(tiny_dataset, out, PROFILES["tiny-tpt"], cache_dir=cache_dir, progress=False, head="tpt")
-    return out
-
-
-@pytest.fixture(scope="module")
-def pcln_model_dir(tiny_dataset: Path, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("pcln") / "model"
-    train_model(tiny_dataset, out, PROFILES["tiny-tpt"], cache_dir=cache_dir, progress=False, head="pcln")
-    return out
-
-
 def _first_dive(dataset: Path) -> DiveRecord:
     return load_folder_csv(dataset / "labels.csv")[0]
 
@@ -151,9 +132,9 @@ def test_keep_labelled_is_stratified_and_seeded() -> None:
 
 
 def test_label_fraction_trains_and_banks_only_labelled_dives(tiny_dataset: Path, tiny_model_dir: Path,
-                                                            cache_dir: Path, tmp_path: Path) -> None:
+                                                            head_cache_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "half"
-    train_model(tiny_dataset, out, PROFILES["tiny"], cache_dir=cache_dir, progress=False, label_fraction=0.5)
+    train_model(tiny_dataset, out, PROFILES["tiny"], cache_dir=head_cache_dir, progress=False, label_fraction=0.5)
     full = json.loads((tiny_model_dir / "model_card.json").read_text())["data"]
     half = json.loads((out / "model_card.json").read_text())["data"]
     assert half["label_fraction"] == 0.5
