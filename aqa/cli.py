@@ -287,8 +287,8 @@ def _score(args: argparse.Namespace) -> int:
 
 def format_result(result) -> str:
     lines = [
-        f"score        {result.score:.2f}   (90% interval {result.interval.low:.2f} .. {result.interval.high:.2f}, "
-        f"{result.interval.method})",
+        (f"score        {result.score:.2f}   (90% interval {result.interval.low:.2f} .. {result.interval.high:.2f}, "
+        f"{result.interval.method})"),
     ]
     if result.difficulty is not None:
         lines.append(f"difficulty   {result.difficulty:.1f} ({result.difficulty_source})   "

@@ -51,8 +51,8 @@ def main() -> None:
         reference: list[float] = []
         for _ in range(args.repeats):
             result = scorer.score(video, labels)
-            for stage in stages:
-                stages[stage].append(result.timings[stage])
+            for stage, values in stages.items():
+                values.append(result.timings[stage])
             # The reference test loop: the query's features plus, for each exemplar, decode + backbone again.
             t = time.perf_counter()
             scorer.score(video, labels)

@@ -29,6 +29,7 @@ from models.lav import alignment_path
 from models.model_dir import BANK_DIR, HEAD_WEIGHTS, ModelConfig, ModelDirError
 from models.results import ExemplarVote, Interval, ModelRef, ScoreResult, VideoSummary
 from video.decode import DecodedVideo, VideoLimits, decode_video
+from video.probe import DEFAULT_LIMITS
 
 DIFFICULTY_NEIGHBOURS = 10
 
@@ -89,7 +90,7 @@ class Scorer:
         """uint8 frames (T, H, W, 3) -> per-clip features (num_clips, D)."""
         return self.extractor(decoded)
 
-    def score(self, path: Path, labels: QueryLabels = QueryLabels(), limits: VideoLimits = VideoLimits(),
+    def score(self, path: Path, labels: QueryLabels = QueryLabels(), limits: VideoLimits = DEFAULT_LIMITS,
               exclude_ids: frozenset[str] = frozenset()) -> ScoreResult:
         """Decode, extract features and vote. Raises video.errors.VideoError for unusable files."""
         t0 = time.perf_counter()

@@ -107,7 +107,7 @@ def test_cli_reports_a_bad_video_in_one_line(tiny_model_dir: Path, tmp_path: Pat
     bogus = tmp_path / "notes.mp4"
     bogus.write_text("these are my notes, not a video\n")
     completed = subprocess.run([sys.executable, "-m", "aqa.cli", "score", str(bogus), "--model", str(tiny_model_dir)],
-                               capture_output=True, text=True)
+                               capture_output=True, text=True, check=False)
     assert completed.returncode == 1
     assert completed.stderr.startswith("error: ") and "Traceback" not in completed.stderr
     assert "video" in completed.stderr

@@ -20,9 +20,9 @@ FRESH_SEED, FRESH_DIVES = 7, 300
 DEMO_MODEL_ID = "synth-dive-core"
 
 LIMITS = [
-    "Trained on synthetic dives only (`aqa synth`): it knows this renderer's figure, pool and camera, not real "
+    ("Trained on synthetic dives only (`aqa synth`): it knows this renderer's figure, pool and camera, not real "
     "footage. Real scoring needs Kinetics I3D weights (`aqa weights import`) and training on MTL-AQA or "
-    "FineDiving.",
+    "FineDiving."),
     "CPU profile: a width-0.25 I3D on 112x112 crops; fine details of a real dive are below its resolution.",
     "Without a given difficulty the model estimates it from the nearest exemplars; the card reports both cases.",
 ]

@@ -40,23 +40,23 @@ def write_card(model_dir: Path, card: dict[str, Any]) -> None:
 def _metrics_rows(name: str, evaluation: dict[str, Any]) -> list[str]:
     final, execution = evaluation["final"], evaluation.get("execution") or {}
     return [
-        f"| {name} | {evaluation['num_dives']} | {final['spearman']:.4f} | {final['relative_l2_x100']:.3f} | "
+        (f"| {name} | {evaluation['num_dives']} | {final['spearman']:.4f} | {final['relative_l2_x100']:.3f} | "
         f"{execution.get('spearman', float('nan')):.4f} | {execution.get('relative_l2_x100', float('nan')):.3f} | "
         f"{(evaluation.get('difficulty_only_spearman') or float('nan')):.4f} | "
-        f"{evaluation['interval_coverage']:.3f} |"
+        f"{evaluation['interval_coverage']:.3f} |")
     ]
 
 
 def render_markdown(card: dict[str, Any]) -> str:
     lines = [f"# Model card: {card['model_id']} {card['version']}", "", card.get("summary", ""), ""]
     lines += ["## Quality (data the model never saw)", "",
-              "| evaluation | dives | final rho | final R-l2 x100 | execution rho | execution R-l2 x100 | "
-              "difficulty-only rho | 90% interval coverage |",
+              ("| evaluation | dives | final rho | final R-l2 x100 | execution rho | execution R-l2 x100 | "
+              "difficulty-only rho | 90% interval coverage |"),
               "|---|---|---|---|---|---|---|---|"]
     for name, evaluation in card.get("evaluations", {}).items():
         lines += _metrics_rows(name, evaluation)
-    lines += ["", "Execution = final score / difficulty. The difficulty-only column ranks dives by their "
-              "difficulty degree alone: the baseline a final-score rho must beat.", ""]
+    lines += ["", ("Execution = final score / difficulty. The difficulty-only column ranks dives by their "
+              "difficulty degree alone: the baseline a final-score rho must beat."), ""]
     lines += ["## Data", "", "```json", json.dumps(card.get("data", {}), indent=2), "```", ""]
     lines += ["## Training", "", "```json", json.dumps(card.get("training", {}), indent=2), "```", ""]
     lines += ["## Code", "", f"git commit: `{card.get('git_commit', 'unknown')}`", ""]

@@ -161,8 +161,8 @@ PROTOCOLS: dict[str, Protocol] = {
         frames="the 103 consecutive frames ending at the annotated end_frame, as core-mtl",
         published=(PublishedResult("TPT", 0.9607, 0.238, "Bai et al., ECCV 2022"),),
         notes=(
-            "TPT reads per-dive 'frames_long' folders from their 4th frame; that these 103 frames are CoRe's "
-            "window was not checked against TPT's data.",
+            ("TPT reads per-dive 'frames_long' folders from their 4th frame; that these 103 frames are CoRe's "
+            "window was not checked against TPT's data."),
             _EXEMPLAR_DRAW_NOTE, _GPU_NOTE,
         ),
     ),
@@ -196,11 +196,11 @@ PROTOCOLS: dict[str, Protocol] = {
             PublishedResult("CoRe", 0.9061, 0.3615, "Xu et al., CVPR 2022 (their run of CoRe)"),
         ),
         notes=(
-            "There is no TSA head here: this runs TSA's data protocol (frames, exemplars, metrics) with the "
-            "model's own head, to compare with the published FineDiving numbers.",
-            "TSA takes np.linspace over the source frame numbers in the file names; here over positions in the "
+            ("There is no TSA head here: this runs TSA's data protocol (frames, exemplars, metrics) with the "
+            "model's own head, to compare with the published FineDiving numbers."),
+            ("TSA takes np.linspace over the source frame numbers in the file names; here over positions in the "
             "folder. For contiguous numbering the rounding differs only when floating point lands on either side "
-            "of an integer (1.4% of 20,000 random (start, length) draws had one of 96 frames one apart).",
+            "of an integer (1.4% of 20,000 random (start, length) draws had one of 96 frames one apart)."),
             _EXEMPLAR_DRAW_NOTE, _GPU_NOTE,
         ),
     ),
@@ -385,8 +385,8 @@ class ProtocolReport:
             return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
         lines = [f"# {self.title} (`{self.protocol}`)", "",
-                 f"Data: `{self.data_root}`; frames: {self.frames}; exemplars: {self.num_exemplars}, rule "
-                 f"`{self.exemplar_rule}`, seed {self.seed}; input: {self.input_mode}.", "",
+                 (f"Data: `{self.data_root}`; frames: {self.frames}; exemplars: {self.num_exemplars}, rule "
+                 f"`{self.exemplar_rule}`, seed {self.seed}; input: {self.input_mode}."), "",
                  "| model | class | test dives | Spearman | R-l2 x 100 | L2 |", "|---|---|---|---|---|---|"]
         for part in self.parts:
             m = part.metrics

@@ -12,6 +12,7 @@ empty (a five-judge dive in a file with seven judge columns), but not a gap in t
 from __future__ import annotations
 
 import csv
+import math
 import random
 import re
 from collections import defaultdict
@@ -96,7 +97,7 @@ def _number(cell: str, column: str, csv_path: Path, line: int) -> float:
         value = float(cell)
     except ValueError:
         raise DatasetError(f"{csv_path}, line {line}: {column} {cell!r} is not a number") from None
-    if value != value or value in (float("inf"), float("-inf")):
+    if not math.isfinite(value):
         raise DatasetError(f"{csv_path}, line {line}: {column} {cell!r} is not a finite number")
     return value
 

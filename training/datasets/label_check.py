@@ -151,10 +151,10 @@ def format_report(report: LabelCheckReport, max_listed: int = 20) -> str:
     """A plain-text report for the command line."""
     lines = [
         f"Label check: {report.source}",
-        "Rule: 7 judges drop 2 highest + 2 lowest, 5 judges drop 1 at each end; sum of the middle 3 x "
-        f"difficulty; match within {report.tolerance:g}",
-        f"{report.checked} of {report.total} dives checked: {report.matched} match "
-        f"({report.exact} exactly), {len(report.mismatches)} do not; {len(report.skipped)} skipped",
+        ("Rule: 7 judges drop 2 highest + 2 lowest, 5 judges drop 1 at each end; sum of the middle 3 x "
+        f"difficulty; match within {report.tolerance:g}"),
+        (f"{report.checked} of {report.total} dives checked: {report.matched} match "
+        f"({report.exact} exactly), {len(report.mismatches)} do not; {len(report.skipped)} skipped"),
     ]
     if report.mismatches:
         lines += [

@@ -109,7 +109,7 @@ def loads(data: bytes, source: str = "<bytes>") -> object:
         return unpickler.load()
     except UnsafePickleError as err:
         raise UnsafePickleError(f"{source}: {err}") from None
-    except Exception as err:  # any other failure of a restricted unpickle means the file is not readable
+    except Exception as err:  # noqa: BLE001  any other failure of a restricted unpickle means the file is not readable
         raise DatasetError(f"{source}: not a readable pickle ({type(err).__name__}: {err})") from None
 
 
