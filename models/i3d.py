@@ -320,10 +320,13 @@ class I3D(nn.Module):
         if batched.shape[1] != self.in_channels:
             raise ValueError(f"video must have {self.in_channels} channels, got shape {tuple(video.shape)}")
         if check_range:
-            low, high = torch.aminmax(batched.detach())
-            if not (low >= -INPUT_LIMIT and high <= INPUT_LIMIT):
-                raise ValueError(
-                    f"video values span [{low.item():.3g}, {high.item():.3g}]; the Kinetics I3D expects "
-                    "input in [-1, 1] (pixels / 127.5 - 1)"
-                )
+            check_input_range(batched)
         return clips.run(self.forward_features, batched, batch_size)
+
+
+def check_input_range(video: torch.Tensor) -> None:
+    """Refuse input outside [-INPUT_LIMIT, INPUT_LIMIT], e.g. raw [0, 255] pixels given to a Kinetics I3D."""
+    low, high = torch.aminmax(video.detach())
+    if not (low >= -INPUT_LIMIT and high <= INPUT_LIMIT):
+        raise ValueError(f"video values span [{low.item():.3g}, {high.item():.3g}]; the Kinetics I3D expects "
+                         "input in [-1, 1] (pixels / 127.5 - 1)")

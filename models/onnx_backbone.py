@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from models.clips import ClipProtocol
 from models.file_hash import file_sha256
-from models.i3d import INPUT_LIMIT
+from models.i3d import check_input_range
 from models.model_dir import BACKBONE_WEIGHTS, ModelConfig, ModelDirError
 
 if TYPE_CHECKING:
@@ -207,8 +207,5 @@ class OnnxBackbone:
             raise ValueError(f"video must be ({self.in_channels}, T, H, W) or (B, {self.in_channels}, T, H, W), "
                              f"got {tuple(video.shape)}")
         if check_range:
-            low, high = torch.aminmax(batched)
-            if not (low >= -INPUT_LIMIT and high <= INPUT_LIMIT):
-                raise ValueError(f"video values span [{low.item():.3g}, {high.item():.3g}]; the Kinetics I3D "
-                                 "expects input in [-1, 1] (pixels / 127.5 - 1)")
+            check_input_range(batched)
         return clips.run(self.forward_features, batched, batch_size)

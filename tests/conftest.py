@@ -58,7 +58,7 @@ def tpt_model_dir(tiny_dataset: Path, head_cache_dir: Path, tmp_path_factory: py
     """A TPT model directory made by our training code with the ``tiny-tpt`` profile."""
     from training.pipeline import PROFILES, train_model
 
-    out = tmp_path_factory.mktemp("tpt") / "model"
+    out = tmp_path_factory.mktemp("tpt") / "tpt"
     train_model(tiny_dataset, out, PROFILES["tiny-tpt"], cache_dir=head_cache_dir, progress=False, head="tpt")
     return out
 
@@ -68,6 +68,6 @@ def pcln_model_dir(tiny_dataset: Path, head_cache_dir: Path, tmp_path_factory: p
     """A PCLN model directory (exemplar-free at test time) made with the ``tiny-tpt`` profile."""
     from training.pipeline import PROFILES, train_model
 
-    out = tmp_path_factory.mktemp("pcln") / "model"
+    out = tmp_path_factory.mktemp("pcln") / "pcln"
     train_model(tiny_dataset, out, PROFILES["tiny-tpt"], cache_dir=head_cache_dir, progress=False, head="pcln")
     return out

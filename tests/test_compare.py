@@ -9,19 +9,12 @@ import pytest
 
 from aqa.cli import main
 from training.compare import COMPARISON_JSON, COMPARISON_MD, COMPARISON_PNG, compare_models
-from training.pipeline import PROFILES, evaluate_model_dir, train_model
+from training.pipeline import evaluate_model_dir
 
 
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("compare-cache")
-
-
-@pytest.fixture(scope="module")
-def pcln_model_dir(tiny_dataset: Path, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("compare-pcln") / "pcln"
-    train_model(tiny_dataset, out, PROFILES["tiny-tpt"], cache_dir=cache_dir, progress=False, head="pcln")
-    return out
 
 
 def test_comparison_has_one_row_per_model_with_the_evaluation_numbers(

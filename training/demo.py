@@ -24,9 +24,9 @@ LIMITS = [
     ("Trained on synthetic dives only (`aqa synth`): it knows this renderer's figure, pool and camera, not real "
     "footage. Real scoring needs Kinetics I3D weights (`aqa weights import`) and training on MTL-AQA or "
     "FineDiving."),
-    "CPU profile: a width-0.25 I3D on 64x64 crops, fine-tuned for 30 epochs; it reads execution only weakly "
+    ("CPU profile: a width-0.25 I3D on 64x64 crops, fine-tuned for 30 epochs; it reads execution only weakly "
     "(execution Spearman about 0.28 on fresh synthetic dives) and fine details of a real dive are below its "
-    "resolution.",
+    "resolution."),
     "Without a given difficulty the model estimates it from the nearest exemplars; the card reports both cases.",
 ]
 

@@ -22,7 +22,7 @@ SAMPLINGS: tuple[str, ...] = ("uniform", "uniform_floor", "window_end")
 STRETCH_FILTERS: tuple[str, ...] = ("bilinear", "nearest")
 # Options added after the first four fields: written to dicts only when set, so the dict (and with it the
 # feature fingerprint) of every model made before they existed stays the same.
-_OPTIONAL_DEFAULTS: dict[str, Any] = {"sampling": "uniform", "stretch_to": None, "stretch_filter": "bilinear"}
+_OPTIONAL_FIELDS = ("sampling", "stretch_to", "stretch_filter")
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,8 @@ class Preprocessing:
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON values; ``sampling``, ``stretch_to`` and ``stretch_filter`` only when not default."""
-        data = {k: v for k, v in asdict(self).items() if k not in _OPTIONAL_DEFAULTS or v != _OPTIONAL_DEFAULTS[k]}
+        defaults = {f.name: f.default for f in fields(self) if f.name in _OPTIONAL_FIELDS}
+        data = {k: v for k, v in asdict(self).items() if k not in defaults or v != defaults[k]}
         if self.stretch_to is not None:
             data["stretch_to"] = list(self.stretch_to)
         return data
