@@ -22,12 +22,13 @@ def demo_scorer() -> Scorer:
 
 
 def test_the_demo_model_scores_an_unseen_synthetic_dive(demo_scorer: Scorer, tmp_path: Path) -> None:
+    card = json.loads((DEMO_MODEL_DIR / "model_card.json").read_text())
     generate_dataset(tmp_path, n=1, seed=4242, progress=False)
     result = demo_scorer.score(tmp_path / "videos" / "dive_00000.mp4", QueryLabels(difficulty=3.0))
     assert math.isfinite(result.score) and result.interval.low <= result.score <= result.interval.high
     assert len(result.votes) == demo_scorer.config.voting.num_exemplars
     assert result.difficulty_source == "given" and result.model.id == "synth-dive-core"
-    assert len(demo_scorer.bank) == 1200  # train + validation split of the 1,500 rendered dives
+    assert len(demo_scorer.bank) == card["data"]["bank_exemplars"] == card["data"]["train"] + card["data"]["validation"]
 
 
 def test_the_readme_quotes_the_model_cards_fresh_set_numbers() -> None:
