@@ -10,10 +10,10 @@ import pytest
 
 from models.pretrained import DEMO_MODEL_DIR
 from models.scorer import QueryLabels, Scorer
+from training.demo import FRESH_SET
 from training.synth.generate import generate_dataset
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-FRESH = "fresh synthetic set (seed 7, n=300)"
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def test_the_demo_model_scores_an_unseen_synthetic_dive(demo_scorer: Scorer, tmp
 
 def test_the_readme_quotes_the_model_cards_fresh_set_numbers() -> None:
     card = json.loads((DEMO_MODEL_DIR / "model_card.json").read_text())
-    fresh = card["evaluations"][FRESH]
+    fresh = card["evaluations"][FRESH_SET]
     assert fresh["num_dives"] == 300
     row = next(line for line in README.read_text().splitlines() if line.startswith("| fresh set (seed 7), difficulty given"))
     quoted = [f"{fresh['final']['spearman']:.3f}", f"{fresh['final']['relative_l2_x100']:.2f}",
