@@ -2,7 +2,9 @@
 
 CoRe (Yu et al., ICCV 2021) reads 103 frames as 10 overlapping clips of 16 frames starting at
 0, 10, ..., 80 and 86, and averages the clip features; TPT (Bai et al., ECCV 2022) reads 20 clips of
-8 frames with stride 5 and keeps one feature per clip.
+8 frames with stride 5 and keeps one feature per clip. With ``mirror`` each clip's feature is the mean
+of the clip's and of its left-right mirror image's (test-time augmentation: a dive filmed from the
+other side scores the same; the fine-tuning flips clips at random, so both views are familiar).
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ import torch
 
 @dataclass(frozen=True)
 class ClipProtocol:
-    """Clip length and the start frame of every clip, over a video of ``num_frames`` frames."""
+    """Clip length and the start frame of every clip, over a video of ``num_frames`` frames; ``mirror``
+    averages every clip's feature with its mirror image's (twice the backbone work)."""
 
     length: int
     starts: tuple[int, ...]
+    mirror: bool = False
 
     def __post_init__(self) -> None:
         if self.length < 1 or not self.starts or min(self.starts) < 0:
@@ -34,14 +38,14 @@ class ClipProtocol:
         return max(self.starts) + self.length
 
     @classmethod
-    def strided(cls, num_frames: int, length: int, stride: int) -> ClipProtocol:
+    def strided(cls, num_frames: int, length: int, stride: int, mirror: bool = False) -> ClipProtocol:
         """Clips every ``stride`` frames; a last clip is added to end on the final frame if needed."""
         if num_frames < length:
             raise ValueError(f"{num_frames} frames cannot hold a clip of {length}")
         starts = list(range(0, num_frames - length + 1, stride))
         if starts[-1] != num_frames - length:
             starts.append(num_frames - length)
-        return cls(length=length, starts=tuple(starts))
+        return cls(length=length, starts=tuple(starts), mirror=mirror)
 
     @classmethod
     def core_mtl(cls) -> ClipProtocol:
@@ -69,7 +73,8 @@ class ClipProtocol:
         """(B, C, T, H, W) -> (B, num_clips, D): ``forward`` ((N, C, length, H, W) -> (N, D)) on every clip.
 
         Rows are cut video by video (``b * num_clips + k``, as :meth:`split`) and passed ``batch_size``
-        at a time (all at once if None), so at most ``batch_size`` clips are in memory.
+        at a time (all at once if None), so at most ``batch_size`` clips are in memory (twice that with
+        ``mirror``: each batch runs together with its mirror images).
         """
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
@@ -79,13 +84,22 @@ class ClipProtocol:
         step = batch_size or len(windows)
         features = []
         for first in range(0, len(windows), step):
-            chunk = [batched[b, :, s : s + self.length] for b, s in windows[first : first + step]]
-            features.append(forward(torch.stack(chunk)))
+            chunk = torch.stack([batched[b, :, s : s + self.length] for b, s in windows[first : first + step]])
+            if self.mirror:
+                both = forward(torch.cat([chunk, chunk.flip(-1)]))
+                features.append((both[: len(chunk)] + both[len(chunk) :]) / 2)
+            else:
+                features.append(forward(chunk))
         return torch.cat(features).view(batched.shape[0], self.num_clips, -1)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"length": self.length, "starts": list(self.starts)}
+        """JSON fields; ``mirror`` only when set, so protocols without it keep their recorded form."""
+        data: dict[str, Any] = {"length": self.length, "starts": list(self.starts)}
+        if self.mirror:
+            data["mirror"] = True
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClipProtocol:
-        return cls(length=int(data["length"]), starts=tuple(int(s) for s in data["starts"]))
+        return cls(length=int(data["length"]), starts=tuple(int(s) for s in data["starts"]),
+                   mirror=bool(data.get("mirror", False)))

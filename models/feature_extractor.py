@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from safetensors.torch import load_file
 
@@ -73,11 +74,15 @@ class FeatureExtractor:
         backbone.load_state_dict(state, strict=True)
         return cls(backbone, config.backbone, config.preprocessing_obj, config.clip_protocol, device)
 
-    @torch.inference_mode()
     def __call__(self, decoded: DecodedVideo) -> torch.Tensor:
         """uint8 frames (T, H, W, 3) -> per-clip features (num_clips, D) on the CPU."""
-        video = self.preprocessing.normalize(decoded.frames).to(self.device)
+        return self.from_frames(decoded.frames[None])[0]
+
+    @torch.inference_mode()
+    def from_frames(self, frames: np.ndarray) -> torch.Tensor:
+        """Decoded uint8 frames of B videos (B, T, H, W, 3) -> per-clip features (B, num_clips, D) on the CPU."""
+        video = torch.stack([self.preprocessing.normalize(np.ascontiguousarray(f)) for f in frames]).to(self.device)
         kinetics_range = self.preprocessing.normalization == "kinetics"
         features = self.backbone.extract_clip_features(video, self.clips, batch_size=self.clip_batch_size,
                                                        check_range=kinetics_range)
-        return features[0].cpu()
+        return features.cpu()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -179,6 +180,28 @@ def test_extract_clip_features_chunks_a_batch_like_split(small: I3D) -> None:
         reference = small.forward_features(protocol.split(videos)).view(2, protocol.num_clips, -1)
     assert chunked.shape == (2, 20, 256)
     torch.testing.assert_close(chunked, reference, atol=1e-5, rtol=1e-4)
+
+
+def test_mirror_protocol_averages_each_clip_with_its_mirror_image(small: I3D) -> None:
+    torch.manual_seed(4)
+    videos = torch.rand(2, 3, 103, 32, 32) * 2 - 1
+    plain, mirrored = ClipProtocol.core_mtl(), replace(ClipProtocol.core_mtl(), mirror=True)
+    with torch.no_grad():
+        averaged = small.extract_clip_features(videos, mirrored, batch_size=7)
+        reference = (small.extract_clip_features(videos, plain) + small.extract_clip_features(videos.flip(-1), plain)) / 2
+    torch.testing.assert_close(averaged, reference, atol=1e-5, rtol=1e-4)
+    assert plain.to_dict() == {"length": 16, "starts": list(plain.starts)}  # recorded form of older models
+    assert ClipProtocol.from_dict(mirrored.to_dict()) == mirrored
+    assert ClipProtocol.from_dict(plain.to_dict()) == plain
+
+
+def test_channels_last_layout_changes_no_value(small: I3D) -> None:
+    contiguous = I3D(width=small.width, channels_last=False).eval()
+    contiguous.load_state_dict(small.state_dict())
+    video = torch.rand(2, 3, 16, 32, 32) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(small.forward_features(video), contiguous.forward_features(video),
+                                   atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize(

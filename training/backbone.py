@@ -51,7 +51,7 @@ class BackboneTrainConfig:
 def _clip_batch(frames: np.ndarray | torch.Tensor, starts: Sequence[int], length: int,
                 profile: TrainingProfile) -> torch.Tensor:
     """(B, T, H, W, 3) uint8 and clip starts -> (B * len(starts), 3, length, H, W) normalised clips."""
-    clips = [profile.preprocessing.normalize(np.ascontiguousarray(video[s : s + length]))
+    clips = [profile.preprocessing.normalize(np.array(video[s : s + length]))
              for video in frames for s in starts]
     return torch.stack(clips)
 
@@ -144,8 +144,10 @@ def _probe_spearman(backbone: I3D, probe: nn.Linear, frames: np.ndarray, records
                     labels: LabelConfig, profile: TrainingProfile) -> float:
     backbone.eval()
     predictions = []
-    for video in frames:
-        clips = _clip_batch(video[None], profile.clips.starts, profile.clips.length, profile)
-        predictions.append(float(probe(backbone.forward_features(clips).mean(0, keepdim=True))))
+    for first in range(0, len(frames), profile.backbone.batch_size):
+        videos = torch.stack([profile.preprocessing.normalize(np.array(v))
+                              for v in frames[first : first + profile.backbone.batch_size]])
+        pooled = backbone.extract_clip_features(videos, profile.clips, check_range=False).mean(1)
+        predictions.extend(probe(pooled).squeeze(1).tolist())
     truth = [r.execution_score if labels.kind == "execution" else r.final_score for r in records]
     return spearman(predictions, truth)

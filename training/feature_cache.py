@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
@@ -23,6 +24,8 @@ from video.frame_folder import decode_frame_folder
 from video.preprocessing import Preprocessing
 
 FeatureFn = Callable[[DecodedVideo], torch.Tensor]
+BatchFeatureFn = Callable[[np.ndarray], torch.Tensor]
+"""uint8 frames of B videos (B, T, H, W, 3) -> per-clip features (B, num_clips, D)."""
 
 
 def decode_record(record: DiveRecord, preprocessing: Preprocessing) -> DecodedVideo:
@@ -67,3 +70,13 @@ class FeatureCache:
                         pending = pool.submit(decode_record, records[missing[n + 1]], self.preprocessing)
                     save_file({"clip_features": self.features(decoded).contiguous()}, str(entries[i]))
         return torch.stack([load_file(str(e))["clip_features"] for e in entries])
+
+    def fill_from_frames(self, records: Sequence[DiveRecord], frames: np.ndarray, batch_features: BatchFeatureFn,
+                         batch_size: int = 16, progress: bool = True) -> None:
+        """Compute the missing entries from already decoded frames ``(N, T, H, W, 3)`` (the fine-tuning's
+        frame cache), ``batch_size`` videos per backbone call, instead of decoding the videos again."""
+        missing = [i for i, record in enumerate(records) if not self._entry(record).is_file()]
+        for first in tqdm(range(0, len(missing), batch_size), desc="features", unit="batch", disable=not progress):
+            chunk = missing[first : first + batch_size]
+            for i, features in zip(chunk, batch_features(frames[chunk])):
+                save_file({"clip_features": features.contiguous()}, str(self._entry(records[i])))

@@ -4,6 +4,7 @@ Fine-tuning the backbone reads every training video once per epoch; decoding it 
 as much as the training step. The frames are decoded once into ``uint8 (N, T, H, W, 3)`` on disk and
 memory-mapped, so the operating system pages them in as needed instead of holding them all in RAM.
 The file is named by the preprocessing and the videos' content hashes, so it is reused across runs.
+Videos are decoded by a pool of ``workers`` processes (PyAV's own threads help little on small frames).
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +26,12 @@ from training.feature_cache import decode_record
 from video.preprocessing import Preprocessing
 
 
+def _decode_frames(record: DiveRecord, preprocessing: Preprocessing) -> np.ndarray:
+    return decode_record(record, preprocessing).frames
+
+
 def cached_frames(records: Sequence[DiveRecord], preprocessing: Preprocessing, cache_dir: Path,
-                  progress: bool = True) -> np.memmap:
+                  progress: bool = True, workers: int = 2) -> np.memmap:
     """Read-only memmap of the records' frames ``(N, T, crop, crop, 3)``, decoding what is missing."""
     identity = hashlib.sha256(json.dumps(preprocessing.to_dict(), sort_keys=True).encode())
     for record in records:
@@ -34,11 +42,16 @@ def cached_frames(records: Sequence[DiveRecord], preprocessing: Preprocessing, c
     path = cache_dir / f"frames_{identity.hexdigest()[:20]}.u8"
     shape = (len(records), preprocessing.num_frames, preprocessing.crop, preprocessing.crop, 3)
     if not path.is_file():
-        partial = path.with_suffix(".partial")
-        frames = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
-        for i, record in enumerate(tqdm(records, desc="decode frames", unit="video", disable=not progress)):
-            frames[i] = decode_record(record, preprocessing).frames
+        unfinished = path.with_suffix(".partial")
+        frames = np.lib.format.open_memmap(unfinished, mode="w+", dtype=np.uint8, shape=shape)
+        decode = partial(_decode_frames, preprocessing=preprocessing)
+        pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else nullcontext()
+        with pool:
+            decoded = pool.map(decode, records, chunksize=8) if workers > 1 else map(decode, records)
+            for i, video in enumerate(tqdm(decoded, total=len(records), desc="decode frames", unit="video",
+                                           disable=not progress)):
+                frames[i] = video
         frames.flush()
         del frames
-        partial.rename(path)
+        unfinished.rename(path)
     return np.load(path, mmap_mode="r")

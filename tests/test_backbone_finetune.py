@@ -1,0 +1,67 @@
+"""End-to-end backbone fine-tuning (the demo model's path) on the tiny profile, and its frame cache."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from models.i3d import I3D
+from models.scorer import Scorer
+from training.datasets.folder_csv import load_folder_csv
+from training.feature_cache import decode_record
+from training.frame_cache import cached_frames
+from training.pipeline import PROFILES, train_model
+from video.decode import decode_video
+
+PROFILE = PROFILES["tiny-finetune"]
+
+
+@pytest.fixture(scope="module")
+def finetuned(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(model directory, cache directory) of a 2-epoch fine-tuning on the tiny dataset."""
+    out, cache = tmp_path_factory.mktemp("finetuned") / "model", tmp_path_factory.mktemp("finetune-cache")
+    train_model(tiny_dataset, out, PROFILE, cache_dir=cache, progress=False)
+    return out, cache
+
+
+def test_finetuning_changes_the_backbone_and_records_each_epoch(finetuned: tuple[Path, Path]) -> None:
+    model_dir, _ = finetuned
+    history = json.loads((model_dir / "report" / "training.json").read_text())["backbone_history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert all(math.isfinite(h["train_mse"]) and -1.0 <= h["val_spearman"] <= 1.0 for h in history)
+    torch.manual_seed(0)  # train_model's seed: the backbone it started from
+    initial = I3D(width=PROFILE.backbone_width).state_dict()
+    trained = load_file(str(model_dir / "backbone.safetensors"))
+    assert trained.keys() == initial.keys()
+    assert not torch.equal(trained["Conv3d_1a_7x7.conv3d.weight"], initial["Conv3d_1a_7x7.conv3d.weight"])
+
+
+def test_bank_features_made_from_cached_frames_equal_the_scorers(finetuned: tuple[Path, Path],
+                                                                 tiny_dataset: Path) -> None:
+    """The training computes features from the fine-tuning's frame cache in batches; the scorer decodes
+    one video at a time. Both must give the same vector (float16 bank storage)."""
+    model_dir, _ = finetuned
+    scorer = Scorer.from_dir(model_dir)
+    records = {r.key: r for r in load_folder_csv(tiny_dataset / "labels.csv")}
+    for index in (0, len(scorer.bank) - 1):
+        record = records[scorer.bank.exemplars[index].id]
+        fresh = scorer.extract_features(decode_video(record.video, scorer.preprocessing))
+        torch.testing.assert_close(fresh.half().float(), scorer.bank.clip_features[index])
+
+
+def test_frame_cache_decodes_in_parallel_what_one_process_decodes(tiny_dataset: Path, tmp_path: Path) -> None:
+    records = load_folder_csv(tiny_dataset / "labels.csv")[:6]
+    pooled = cached_frames(records, PROFILE.preprocessing, tmp_path / "two", progress=False, workers=2)
+    single = cached_frames(records, PROFILE.preprocessing, tmp_path / "one", progress=False, workers=1)
+    assert pooled.shape == (6, PROFILE.preprocessing.num_frames, PROFILE.preprocessing.crop,
+                            PROFILE.preprocessing.crop, 3)
+    np.testing.assert_array_equal(pooled, single)
+    np.testing.assert_array_equal(pooled[4], decode_record(records[4], PROFILE.preprocessing).frames)
+    again = cached_frames(records, PROFILE.preprocessing, tmp_path / "two", progress=False)
+    assert again.filename == pooled.filename  # reused, not decoded again
