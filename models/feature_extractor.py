@@ -81,7 +81,7 @@ class FeatureExtractor:
     @torch.inference_mode()
     def from_frames(self, frames: np.ndarray) -> torch.Tensor:
         """Decoded uint8 frames of B videos (B, T, H, W, 3) -> per-clip features (B, num_clips, D) on the CPU."""
-        video = torch.stack([self.preprocessing.normalize(np.ascontiguousarray(f)) for f in frames]).to(self.device)
+        video = self.preprocessing.normalize(frames).to(self.device)
         kinetics_range = self.preprocessing.normalization == "kinetics"
         features = self.backbone.extract_clip_features(video, self.clips, batch_size=self.clip_batch_size,
                                                        check_range=kinetics_range)

@@ -51,8 +51,7 @@ class BackboneTrainConfig:
 def _clip_batch(frames: np.ndarray | torch.Tensor, starts: Sequence[int], length: int,
                 profile: TrainingProfile) -> torch.Tensor:
     """(B, T, H, W, 3) uint8 and clip starts -> (B * len(starts), 3, length, H, W) normalised clips."""
-    clips = [profile.preprocessing.normalize(np.array(video[s : s + length]))
-             for video in frames for s in starts]
+    clips = [profile.preprocessing.normalize(video[s : s + length]) for video in frames for s in starts]
     return torch.stack(clips)
 
 
@@ -145,8 +144,7 @@ def _probe_spearman(backbone: I3D, probe: nn.Linear, frames: np.ndarray, records
     backbone.eval()
     predictions = []
     for first in range(0, len(frames), profile.backbone.batch_size):
-        videos = torch.stack([profile.preprocessing.normalize(np.array(v))
-                              for v in frames[first : first + profile.backbone.batch_size]])
+        videos = profile.preprocessing.normalize(frames[first : first + profile.backbone.batch_size])
         pooled = backbone.extract_clip_features(videos, profile.clips, check_range=False).mean(1)
         predictions.extend(probe(pooled).squeeze(1).tolist())
     truth = [r.execution_score if labels.kind == "execution" else r.final_score for r in records]

@@ -69,14 +69,20 @@ class FeatureCache:
                     if n + 1 < len(missing):
                         pending = pool.submit(decode_record, records[missing[n + 1]], self.preprocessing)
                     save_file({"clip_features": self.features(decoded).contiguous()}, str(entries[i]))
-        return torch.stack([load_file(str(e))["clip_features"] for e in entries])
+        return _load(entries)
 
-    def fill_from_frames(self, records: Sequence[DiveRecord], frames: np.ndarray, batch_features: BatchFeatureFn,
-                         batch_size: int = 16, progress: bool = True) -> None:
-        """Compute the missing entries from already decoded frames ``(N, T, H, W, 3)`` (the fine-tuning's
-        frame cache), ``batch_size`` videos per backbone call, instead of decoding the videos again."""
-        missing = [i for i, record in enumerate(records) if not self._entry(record).is_file()]
+    def get_many_from_frames(self, records: Sequence[DiveRecord], frames: np.ndarray, batch_features: BatchFeatureFn,
+                             batch_size: int = 16, progress: bool = True) -> torch.Tensor:
+        """As :meth:`get_many`, computing missing entries from already decoded frames ``(N, T, H, W, 3)``
+        (the fine-tuning's frame cache), ``batch_size`` videos per backbone call, instead of decoding again."""
+        entries = [self._entry(r) for r in records]
+        missing = [i for i, e in enumerate(entries) if not e.is_file()]
         for first in tqdm(range(0, len(missing), batch_size), desc="features", unit="batch", disable=not progress):
             chunk = missing[first : first + batch_size]
             for i, features in zip(chunk, batch_features(frames[chunk])):
-                save_file({"clip_features": features.contiguous()}, str(self._entry(records[i])))
+                save_file({"clip_features": features.contiguous()}, str(entries[i]))
+        return _load(entries)
+
+
+def _load(entries: Sequence[Path]) -> torch.Tensor:
+    return torch.stack([load_file(str(e))["clip_features"] for e in entries])

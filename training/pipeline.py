@@ -267,10 +267,12 @@ def train_model(dataset: Path, out: Path, profile: TrainingProfile, cache_dir: P
     cache = FeatureCache(cache_dir, fingerprint, profile.preprocessing, extractor)
     parts = {"train": train, "val": val, "test": test}
     if profile.backbone.epochs > 0:  # the fine-tuning decoded the frames: reuse them, in batches
-        for part in parts.values():
+        features = {}
+        for name, part in parts.items():
             frames = cached_frames(part, profile.preprocessing, frames_dir, progress)
-            cache.fill_from_frames(part, frames, extractor.from_frames, progress=progress)
-    features = {name: cache.get_many(part, progress=progress) for name, part in parts.items()}
+            features[name] = cache.get_many_from_frames(part, frames, extractor.from_frames, progress=progress)
+    else:
+        features = {name: cache.get_many(part, progress=progress) for name, part in parts.items()}
     timings["features"] = time.perf_counter() - t
 
     config = ModelConfig(

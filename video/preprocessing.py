@@ -76,8 +76,11 @@ class Preprocessing:
             raise ValueError(f"unknown stretch_filter {self.stretch_filter!r}; choose from {', '.join(STRETCH_FILTERS)}")
 
     def normalize(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """uint8 frames (T, H, W, 3) -> float32 model input (3, T, H, W) in the recorded range."""
-        x = torch.as_tensor(frames).permute(3, 0, 1, 2).float()
+        """uint8 frames (T, H, W, 3) -> float32 model input (3, T, H, W) in the recorded range; a batch
+        (B, T, H, W, 3) -> (B, 3, T, H, W). Read-only arrays (a memory-mapped frame cache) are copied."""
+        if isinstance(frames, np.ndarray) and not frames.flags.writeable:
+            frames = np.array(frames)
+        x = torch.as_tensor(frames).movedim(-1, -4).float()
         if self.normalization == "kinetics":
             return x.div_(127.5).sub_(1.0)
         mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
