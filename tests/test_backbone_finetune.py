@@ -13,11 +13,14 @@ from safetensors.torch import load_file
 
 from models.i3d import I3D
 from models.scorer import Scorer
+from training.backbone import resample_frames
 from training.datasets.folder_csv import load_folder_csv
 from training.feature_cache import decode_record
-from training.frame_cache import cached_frames
+from training.frame_cache import cached_frames, oversampled
 from training.pipeline import PROFILES, train_model
 from video.decode import decode_video
+from video.preprocessing import Preprocessing
+from video.sampling import uniform_frame_indices
 
 PROFILE = PROFILES["tiny-finetune"]
 
@@ -65,3 +68,28 @@ def test_frame_cache_decodes_in_parallel_what_one_process_decodes(tiny_dataset: 
     np.testing.assert_array_equal(pooled[4], decode_record(records[4], PROFILE.preprocessing).frames)
     again = cached_frames(records, PROFILE.preprocessing, tmp_path / "two", progress=False)
     assert again.filename == pooled.filename  # reused, not decoded again
+
+
+def test_oversampled_frames_hold_the_inference_frames_at_even_positions(tiny_dataset: Path) -> None:
+    for num_frames in (1, 2, 16, 32, 103):
+        for first, last in ((0, 74), (0, 124), (3, 57), (10, 10), (0, 2000)):
+            dense = uniform_frame_indices(first, last, 2 * num_frames - 1)
+            np.testing.assert_array_equal(dense[::2], uniform_frame_indices(first, last, num_frames))
+    record = load_folder_csv(tiny_dataset / "labels.csv")[0]
+    dense = decode_record(record, oversampled(PROFILE.preprocessing)).frames
+    assert len(dense) == 2 * PROFILE.preprocessing.num_frames - 1
+    np.testing.assert_array_equal(dense[::2], decode_record(record, PROFILE.preprocessing).frames)
+    with pytest.raises(ValueError, match="uniform"):
+        oversampled(Preprocessing(num_frames=16, resize=40, crop=32, sampling="window_end"))
+
+
+def test_resampling_shifts_and_stretches_each_video_within_the_jitter() -> None:
+    videos = np.broadcast_to(np.arange(31, dtype=np.uint8)[None, :, None, None, None], (64, 31, 2, 2, 3))
+    rng = np.random.default_rng(0)
+    even = resample_frames(videos, 16, 0.0, rng)
+    np.testing.assert_array_equal(even, videos[:, ::2])
+    indices = resample_frames(videos, 16, 2.0, rng)[:, :, 0, 0, 0].astype(int)
+    assert indices.shape == (64, 16)
+    assert (np.diff(indices, axis=1) >= 1).all()  # still in time order, no frame twice
+    assert indices[:, 0].max() == 2 and indices[:, -1].min() == 28  # window ends move inward by <= 2
+    assert len({tuple(row) for row in indices}) > 10  # each video draws its own window

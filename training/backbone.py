@@ -29,7 +29,7 @@ from models.i3d import I3D
 from models.model_dir import LabelConfig
 from training.datasets.records import DiveRecord
 from training.feature_cache import decode_record
-from training.frame_cache import cached_frames
+from training.frame_cache import cached_frames, oversampled
 from training.metrics import spearman
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ class BackboneTrainConfig:
     batch_size: int = 8
     clips_per_step: int = 3
     temporal_jitter: int = 3
+    resample_jitter: float = 0.0  # > 0: each step resamples a video's T frames from 2T - 1 cached ones
     lr: float = 2e-3
     weight_decay: float = 1e-4
     batchnorm_videos: int = 64
@@ -61,6 +62,35 @@ def _jittered_starts(starts: np.ndarray, count: int, jitter: int, last_start: in
     chosen = rng.choice(starts, size=min(count, len(starts)), replace=False)
     shifted = chosen + rng.integers(-jitter, jitter + 1, size=len(chosen))
     return np.clip(shifted, 0, last_start).tolist()
+
+
+def fine_tuning_frames(records: Sequence[DiveRecord], profile: TrainingProfile, cache_dir: Path,
+                       progress: bool = True) -> np.ndarray:
+    """The frame cache fine-tuning reads: (N, T, H, W, 3), or (N, 2T - 1, ...) when it resamples frames."""
+    preprocessing = profile.preprocessing
+    if profile.backbone.resample_jitter > 0:
+        preprocessing = oversampled(preprocessing)
+    return cached_frames(records, preprocessing, cache_dir, progress)
+
+
+def inference_frames(frames: np.ndarray, profile: TrainingProfile) -> np.ndarray:
+    """The profile's T frames of every video in a :func:`fine_tuning_frames` cache (a view, no copy)."""
+    return frames[:, ::2] if profile.backbone.resample_jitter > 0 else frames
+
+
+def resample_frames(videos: np.ndarray, num_frames: int, jitter: float, rng: np.random.Generator) -> np.ndarray:
+    """T frames of each oversampled video (B, 2T - 1, H, W, 3), spread over a randomly shrunk window.
+
+    The window's start is drawn from [0, jitter] and its end from [2T - 2 - jitter, 2T - 2] (in cached
+    frames, half a sampling step each), and T frames are spread uniformly over it, rounding half up: a random
+    temporal shift and stretch of a few percent. ``jitter = 0`` gives the even frames, the inference sampling.
+    """
+    last = videos.shape[1] - 1
+    starts = rng.uniform(0.0, jitter, size=len(videos))
+    ends = last - rng.uniform(0.0, jitter, size=len(videos))
+    positions = np.linspace(starts, ends, num_frames, axis=1)
+    indices = np.clip(np.floor(positions + 0.5).astype(np.int64), 0, last)
+    return videos[np.arange(len(videos))[:, None], indices]
 
 
 @torch.no_grad()
@@ -88,17 +118,18 @@ def train_backbone(backbone: I3D, train: Sequence[DiveRecord], val: Sequence[Div
                    progress: bool = True) -> list[dict[str, float]]:
     """Fine-tune ``backbone`` in place by label regression; returns per-epoch history.
 
-    Augmentation: a random subset of ``clips_per_step`` clips per video, each start jittered by up to
-    +-``temporal_jitter`` frames (CoRe jitters by +-3), and horizontal flips (a dive seen from the other
-    side scores the same).
+    Augmentation: with ``resample_jitter > 0`` each video's T frames are resampled from 2T - 1 cached
+    ones over a random window (:func:`resample_frames`); a random subset of ``clips_per_step`` clips per
+    video, each start jittered by up to +-``temporal_jitter`` frames (CoRe jitters by +-3; a single clip
+    over all T frames cannot move); horizontal flips (a dive seen from the other side scores the same).
     """
     config = profile.backbone
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     target = torch.tensor([r.execution_score if labels.kind == "execution" else r.final_score for r in train])
     mean, std = float(target.mean()), float(target.std())
-    train_frames = cached_frames(train, profile.preprocessing, cache_dir, progress)
-    val_frames = cached_frames(val, profile.preprocessing, cache_dir, progress)
+    train_frames = fine_tuning_frames(train, profile, cache_dir, progress)
+    val_frames = inference_frames(fine_tuning_frames(val, profile, cache_dir, progress), profile)
     probe = nn.Linear(backbone.feature_dim, 1)
     params = list(backbone.parameters()) + list(probe.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -116,7 +147,10 @@ def train_backbone(backbone: I3D, train: Sequence[DiveRecord], val: Sequence[Div
         for first in bar:
             index = np.sort(order[first : first + config.batch_size])
             chosen = _jittered_starts(starts, config.clips_per_step, config.temporal_jitter, last_start, rng)
-            clips = _clip_batch(train_frames[index], chosen, profile.clips.length, profile)
+            videos = train_frames[index]
+            if config.resample_jitter > 0:
+                videos = resample_frames(videos, profile.preprocessing.num_frames, config.resample_jitter, rng)
+            clips = _clip_batch(videos, chosen, profile.clips.length, profile)
             if rng.random() < 0.5:
                 clips = clips.flip(-1)
             pooled = backbone.forward_features(clips).view(len(index), len(chosen), -1).mean(1)

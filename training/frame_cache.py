@@ -14,6 +14,7 @@ import json
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -24,6 +25,18 @@ from models.file_hash import file_sha256
 from training.datasets.records import DiveRecord
 from training.feature_cache import decode_record
 from video.preprocessing import Preprocessing
+
+
+def oversampled(preprocessing: Preprocessing) -> Preprocessing:
+    """The same preprocessing with 2T - 1 frames, whose even frames are exactly ``preprocessing``'s T frames.
+
+    Uniform sampling rounds ``first + t (last - first) / (T - 1)`` half up; frame 2t of 2T - 1 sits at the
+    same position, so it is the same source frame (tests check it over many lengths). The odd frames lie
+    half a sampling step between them, for temporal resampling during fine-tuning.
+    """
+    if preprocessing.sampling != "uniform":
+        raise ValueError(f"oversampling needs uniform frame sampling, not {preprocessing.sampling!r}")
+    return replace(preprocessing, num_frames=2 * preprocessing.num_frames - 1)
 
 
 def _decode_frames(record: DiveRecord, preprocessing: Preprocessing) -> np.ndarray:

@@ -50,12 +50,17 @@ from models.model_dir import (
 )
 from models.pcln import MIN_FRAMES
 from models.scorer import Scorer
-from training.backbone import BackboneTrainConfig, recalibrate_batchnorm, train_backbone
+from training.backbone import (
+    BackboneTrainConfig,
+    fine_tuning_frames,
+    inference_frames,
+    recalibrate_batchnorm,
+    train_backbone,
+)
 from training.datasets.folder_csv import load_folder_csv, split_records
 from training.datasets.records import DatasetError, DiveRecord
 from training.evaluate import Evaluation, evaluate_scorer
 from training.feature_cache import FeatureCache
-from training.frame_cache import cached_frames
 from training.model_card import git_commit, read_card, write_card
 from training.pairs import pairing_keys
 from training.pretrain_lav import load_backbone_init
@@ -159,9 +164,10 @@ PROFILES["cpu-finetune"] = replace(
 
 PROFILES["tiny-finetune"] = replace(
     PROFILES["tiny"], name="tiny-finetune",
-    description="Test profile for backbone fine-tuning: the tiny I3D, 2 epochs, mirror-averaged clips.",
+    description="Test profile for backbone fine-tuning: the tiny I3D, 2 epochs, resampled frames, mirror-averaged "
+    "clips.",
     clips=ClipProtocol.strided(16, 8, 8, mirror=True),
-    backbone=BackboneTrainConfig(epochs=2, batch_size=4, clips_per_step=1, batchnorm_videos=8),
+    backbone=BackboneTrainConfig(epochs=2, batch_size=4, clips_per_step=1, batchnorm_videos=8, resample_jitter=2.0),
 )
 
 # The same profiles with TPT's clip protocol, for the heads that read the clip sequence: TPT (reference:
@@ -269,7 +275,7 @@ def train_model(dataset: Path, out: Path, profile: TrainingProfile, cache_dir: P
     if profile.backbone.epochs > 0:  # the fine-tuning decoded the frames: reuse them, in batches
         features = {}
         for name, part in parts.items():
-            frames = cached_frames(part, profile.preprocessing, frames_dir, progress)
+            frames = inference_frames(fine_tuning_frames(part, profile, frames_dir, progress), profile)
             features[name] = cache.get_many_from_frames(part, frames, extractor.from_frames, progress=progress)
     else:
         features = {name: cache.get_many(part, progress=progress) for name, part in parts.items()}
