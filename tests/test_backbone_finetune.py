@@ -48,14 +48,15 @@ def test_finetuning_changes_the_backbone_and_records_each_epoch(finetuned: tuple
 def test_bank_features_made_from_cached_frames_equal_the_scorers(finetuned: tuple[Path, Path],
                                                                  tiny_dataset: Path) -> None:
     """The training computes features from the fine-tuning's frame cache in batches; the scorer decodes
-    one video at a time. Both must give the same vector (float16 bank storage)."""
+    one video at a time. Both must give the same vector, up to the bank's float16 storage: a batch and a
+    single video sum in a different order, which can move a value across a float16 rounding boundary."""
     model_dir, _ = finetuned
     scorer = Scorer.from_dir(model_dir)
     records = {r.key: r for r in load_folder_csv(tiny_dataset / "labels.csv")}
     for index in (0, len(scorer.bank) - 1):
         record = records[scorer.bank.exemplars[index].id]
         fresh = scorer.extract_features(decode_video(record.video, scorer.preprocessing))
-        torch.testing.assert_close(fresh.half().float(), scorer.bank.clip_features[index])
+        torch.testing.assert_close(fresh, scorer.bank.clip_features[index], rtol=2**-10, atol=1e-6)
 
 
 def test_frame_cache_decodes_in_parallel_what_one_process_decodes(tiny_dataset: Path, tmp_path: Path) -> None:
