@@ -152,6 +152,7 @@ PROFILES: dict[str, TrainingProfile] = {
 # loss kept falling), ended at 0.63 on 2,800 (30 epochs) and at 0.68 on 5,600 (16 epochs). Averaging each
 # feature with its mirror image's (the fine-tuning flips clips at random) raised the 5,600-dive model's
 # fresh-set execution Spearman from 0.620 to 0.640 with the same weights and head, for twice the backbone work.
+# At about the same compute, 48 frames (probe 0.50) or 80 px crops (0.46) lost to these 32 frames at 64 px (0.56).
 PROFILES["cpu-finetune"] = replace(
     PROFILES["cpu"], name="cpu-finetune",
     description="CPU demo profile: I3D at width 0.25 (D=256) on 64x64 crops reading the whole dive as one clip of "
