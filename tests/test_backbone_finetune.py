@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +14,11 @@ from safetensors.torch import load_file
 
 from models.i3d import I3D
 from models.scorer import Scorer
-from training.backbone import resample_frames
+from training.backbone import resample_frames, train_backbone
 from training.datasets.folder_csv import load_folder_csv
 from training.feature_cache import decode_record
 from training.frame_cache import cached_frames, oversampled
-from training.pipeline import PROFILES, train_model
+from training.pipeline import PROFILES, label_config, train_model
 from video.decode import decode_video
 from video.preprocessing import Preprocessing
 from video.sampling import uniform_frame_indices
@@ -94,3 +95,23 @@ def test_resampling_shifts_and_stretches_each_video_within_the_jitter() -> None:
     assert (np.diff(indices, axis=1) >= 1).all()  # still in time order, no frame twice
     assert indices[:, 0].max() == 2 and indices[:, -1].min() == 28  # window ends move inward by <= 2
     assert len({tuple(row) for row in indices}) > 10  # each video draws its own window
+
+
+def test_bfloat16_fine_tuning_runs_the_backbone_in_bfloat16_and_validates_in_float32(
+        tiny_dataset: Path, tmp_path: Path) -> None:
+    records = load_folder_csv(tiny_dataset / "labels.csv")
+    profile = replace(PROFILE, backbone=replace(PROFILE.backbone, epochs=1, resample_jitter=0.0,
+                                                autocast_bfloat16=True))
+    torch.manual_seed(0)
+    backbone = I3D(width=profile.backbone_width)
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    seen: list[tuple[bool, torch.dtype]] = []
+    backbone.Mixed_5c.register_forward_hook(lambda module, inputs, output: seen.append((module.training, output.dtype)))
+    history = train_backbone(backbone, records[:16], records[16:], profile, label_config(records), tmp_path,
+                             progress=False)
+    assert len(history) == 1 and math.isfinite(history[0]["train_mse"])
+    assert {dtype for training, dtype in seen if training} == {torch.bfloat16}
+    assert {dtype for training, dtype in seen if not training} == {torch.float32}
+    after = backbone.state_dict()
+    assert all(after[k].dtype == before[k].dtype for k in before)  # float32 master weights, int64 counters
+    assert not torch.equal(after["Conv3d_1a_7x7.conv3d.weight"], before["Conv3d_1a_7x7.conv3d.weight"])

@@ -207,7 +207,8 @@ def load_dataset(path: Path) -> list[DiveRecord]:
                        "labels.csv")
 
 
-def _label_config(records: list[DiveRecord]) -> LabelConfig:
+def label_config(records: list[DiveRecord]) -> LabelConfig:
+    """Execution labels (final score / difficulty) when every record has a difficulty, else final scores."""
     finals = [r.final_score for r in records]
     span = (0.0, max(finals))
     if all(r.difficulty for r in records):
@@ -253,7 +254,7 @@ def train_model(dataset: Path, out: Path, profile: TrainingProfile, cache_dir: P
     outer = split_records(records, profile.test_fraction, seed=seed)
     inner = split_records(outer.train, profile.validation_fraction / (1 - profile.test_fraction), seed=seed + 1)
     train, val, test = keep_labelled(inner.train, label_fraction, seed=seed + 2), inner.test, outer.test
-    labels_config = _label_config(records)
+    labels_config = label_config(records)
     frames_dir = Path(cache_dir) / "frames"
 
     t = time.perf_counter()
