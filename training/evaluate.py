@@ -17,6 +17,7 @@ import torch
 from models.scorer import QueryLabels, Scorer
 from training.datasets.records import DiveRecord
 from training.metrics import fisher_z_average, per_class_spearman, relative_l2, spearman
+from training.synth.readout import MIN_DIVES, fault_readout, read_factors
 
 
 @dataclass
@@ -29,6 +30,8 @@ class Evaluation:
     per_class_spearman: dict[str, float]
     interval_coverage: float
     predictions: list[dict[str, Any]] = field(repr=False)
+    synthetic_readout: dict[str, Any] | None = None
+    """On a synthetic set (``aqa synth``): ceiling and fault read-out, :mod:`training.synth.readout`."""
 
     def summary(self) -> dict[str, Any]:
         data = asdict(self)
@@ -57,6 +60,16 @@ def evaluate_scorer(scorer: Scorer, records: list[DiveRecord], clip_features: to
             "interval_high": result.interval.high, "vote_spread": result.vote_spread,
         })
     return summarize(rows, score_range)
+
+
+def add_synthetic_readout(evaluation: Evaluation, dataset: Path) -> Evaluation:
+    """Attach the fault read-out when ``dataset`` (a labels CSV or its folder) is a synthetic set with
+    its ``factors.csv`` and the evaluation has execution metrics on enough dives; returns ``evaluation``."""
+    folder = Path(dataset) if Path(dataset).is_dir() else Path(dataset).parent
+    factors = read_factors(folder)
+    if factors is not None and evaluation.execution is not None and evaluation.num_dives >= MIN_DIVES:
+        evaluation.synthetic_readout = fault_readout(evaluation.predictions, factors)
+    return evaluation
 
 
 def summarize(rows: list[dict[str, Any]], score_range: tuple[float, float]) -> Evaluation:

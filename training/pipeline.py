@@ -59,7 +59,7 @@ from training.backbone import (
 )
 from training.datasets.folder_csv import load_folder_csv, split_records
 from training.datasets.records import DatasetError, DiveRecord
-from training.evaluate import Evaluation, evaluate_scorer
+from training.evaluate import Evaluation, add_synthetic_readout, evaluate_scorer
 from training.feature_cache import FeatureCache
 from training.model_card import git_commit, read_card, write_card
 from training.pairs import pairing_keys
@@ -310,7 +310,8 @@ def train_model(dataset: Path, out: Path, profile: TrainingProfile, cache_dir: P
 
     bank = make_bank(train + val, torch.cat([features["train"], features["val"]]), fingerprint)
     scorer = Scorer(config, extractor, scoring_head, bank)
-    test_evaluation = evaluate_scorer(scorer, test, features["test"], labels_config.final_score_range)
+    test_evaluation = add_synthetic_readout(
+        evaluate_scorer(scorer, test, features["test"], labels_config.final_score_range), dataset)
     timings["total"] = time.perf_counter() - started
 
     out.mkdir(parents=True, exist_ok=True)
@@ -412,8 +413,8 @@ def evaluate_model_dir(model_dir: Path, dataset: Path, cache_dir: Path, out: Pat
     records = load_dataset(dataset)
     cache = FeatureCache(cache_dir, scorer.fingerprint, scorer.preprocessing, scorer.extract_features)
     features = cache.get_many(records, progress=progress)
-    evaluation = evaluate_scorer(scorer, records, features, scorer.config.labels.final_score_range,
-                                 use_difficulty=use_difficulty)
+    evaluation = add_synthetic_readout(evaluate_scorer(
+        scorer, records, features, scorer.config.labels.final_score_range, use_difficulty=use_difficulty), dataset)
     name = name or f"{Path(dataset).name}{'' if use_difficulty else ' (difficulty estimated)'}"
     if out is not None:
         evaluation.write(out, f"{scorer.config.model_id} on {name}")

@@ -13,5 +13,6 @@ real judges' noise, calibrated on MTL-AQA. Modules, in the order a video is made
 - :mod:`.render`: Pillow drawing and PyAV H.264 encoding;
 - :mod:`.scene`: one video's parameters from (seed, index);
 - :mod:`.generate`: the dataset writer (``generate_dataset``) and single clips (``render_dive_video``);
-- :mod:`.preview`: contact sheets of what a 112 x 112 model sees.
+- :mod:`.preview`: contact sheets of what a 112 x 112 model sees;
+- :mod:`.readout`: which faults a model reads, from an evaluation and the set's noise-free factors.
 """
