@@ -48,12 +48,19 @@ def test_readout_refuses_videos_without_factors_and_too_few_dives() -> None:
         fault_readout(predictions[:7], factors)
 
 
-def test_evaluating_a_synthetic_set_reports_the_readout_and_a_plain_set_does_not(
+def test_evaluating_a_synthetic_set_reports_the_readout_in_the_card_and_a_plain_set_does_not(
         tiny_model_dir: Path, tiny_dataset: Path, tmp_path: Path) -> None:
-    evaluation = evaluate_model_dir(tiny_model_dir, tiny_dataset, tmp_path / "cache", progress=False)
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    evaluation = evaluate_model_dir(model, tiny_dataset, tmp_path / "cache", update_card=True, name="tiny set",
+                                    progress=False)
     readout = evaluation.summary()["synthetic_readout"]
     assert set(readout["fault_coefficients"]) == set(FAULTS)
     assert 0.8 < readout["ceiling"]["execution_spearman"] <= 1.0  # judges' noise on 24 dives
+    card = (model / "MODEL_CARD.md").read_text()
+    row = next(line for line in card.splitlines() if line.startswith("| tiny set |") and "+-" in line)
+    splash = readout["fault_coefficients"]["splash"]
+    assert f"{splash['coefficient']:.2f} +- {splash['standard_error']:.2f}" in row
     plain = tmp_path / "plain"
     shutil.copytree(tiny_dataset, plain)
     (plain / "factors.csv").unlink()

@@ -47,6 +47,27 @@ def _metrics_rows(name: str, evaluation: dict[str, Any]) -> list[str]:
     ]
 
 
+def _readout_rows(card: dict[str, Any]) -> list[str]:
+    """The fault read-out table of the evaluations on synthetic sets (:mod:`training.synth.readout`)."""
+    readouts = {name: e["synthetic_readout"] for name, e in card.get("evaluations", {}).items()
+                if e.get("synthetic_readout")}
+    if not readouts:
+        return []
+    faults = list(next(iter(readouts.values()))["fault_coefficients"])
+    lines = ["## What it reads of synthetic dives", "",
+             ("How much of each fault's deduction the predicted score follows (1 = the full point, 0 = unseen; "
+              "least squares, +- one standard error), and the ceiling: the rho of the noise-free panel mean "
+              "against the judges' labels."), "",
+             f"| evaluation | ceiling final rho | ceiling execution rho | {' | '.join(faults)} |",
+             "|---|---|---|" + "---|" * len(faults)]
+    for name, readout in readouts.items():
+        coefficients = [f"{c['coefficient']:.2f} +- {c['standard_error']:.2f}"
+                        for c in readout["fault_coefficients"].values()]
+        lines.append(f"| {name} | {readout['ceiling']['final_spearman']:.3f} | "
+                     f"{readout['ceiling']['execution_spearman']:.3f} | {' | '.join(coefficients)} |")
+    return lines + [""]
+
+
 def render_markdown(card: dict[str, Any]) -> str:
     lines = [f"# Model card: {card['model_id']} {card['version']}", "", card.get("summary", ""), ""]
     lines += ["## Quality (data the model never saw)", "",
@@ -57,6 +78,7 @@ def render_markdown(card: dict[str, Any]) -> str:
         lines += _metrics_rows(name, evaluation)
     lines += ["", ("Execution = final score / difficulty. The difficulty-only column ranks dives by their "
               "difficulty degree alone: the baseline a final-score rho must beat."), ""]
+    lines += _readout_rows(card)
     lines += ["## Data", "", "```json", json.dumps(card.get("data", {}), indent=2), "```", ""]
     lines += ["## Training", "", "```json", json.dumps(card.get("training", {}), indent=2), "```", ""]
     lines += ["## Code", "", f"git commit: `{card.get('git_commit', 'unknown')}`", ""]
