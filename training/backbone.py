@@ -125,8 +125,8 @@ def train_backbone(backbone: I3D, train: Sequence[DiveRecord], val: Sequence[Div
     over all T frames cannot move); horizontal flips (a dive seen from the other side scores the same).
 
     With ``autocast_bfloat16`` the backbone's forward pass runs under bfloat16 autocast (convolutions in
-    bfloat16, BatchNorm and the float32 master weights as they are): 1.45 x cheaper steps on a CPU with
-    AVX-512 BF16 (``benchmarks/bench_bfloat16.py``). Validation and the features cached afterwards stay float32.
+    bfloat16; parameters, loss and optimizer in float32): 1.3 x cheaper steps on a CPU with AVX-512 BF16
+    (``benchmarks/bench_bfloat16.py``). Validation and the features cached afterwards stay float32.
     """
     config = profile.backbone
     torch.manual_seed(config.seed)
