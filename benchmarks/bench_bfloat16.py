@@ -5,8 +5,8 @@
 one step (forward, backward, AdamW) on a batch of 16 demo clips (I3D width 0.25, 32 frames at 64 x 64,
 channels-last) both ways, alternating runs, and reports how far the bfloat16 gradient is from the float32
 one on the same random weights and batch (cosine similarity, relative norm of the difference), for the
-stem convolution and for the rest of the network apart. CPUs without
-native bfloat16 (AVX-512 BF16 or AMX) emulate it and may be slower. Run from the repository root:
+stem convolution and for the rest of the network apart. CPUs without native bfloat16 (AVX-512 BF16 or
+AMX) emulate it and may be slower. Run from the repository root:
 
     .venv/bin/python benchmarks/bench_bfloat16.py [--repeats 7] [--threads 2]
 """
@@ -31,12 +31,17 @@ def probe_loss(model: I3D, probe: torch.nn.Linear, videos: torch.Tensor, targets
     return torch.nn.functional.mse_loss(probe(pooled.float()), targets)
 
 
-def training_step(bfloat16: bool) -> Callable[[], None]:
+def seeded_setup() -> tuple[I3D, torch.nn.Linear, torch.Tensor, torch.Tensor]:
+    """Seed-0 backbone, probe, batch of clips and targets: both precisions start from the same ones."""
     torch.manual_seed(0)
     model = I3D(width=WIDTH).train()
     probe = torch.nn.Linear(model.feature_dim, 1)
+    return model, probe, torch.rand(TRAIN_BATCH, 3, FRAMES, CROP, CROP) * 2 - 1, torch.randn(TRAIN_BATCH, 1)
+
+
+def training_step(bfloat16: bool) -> Callable[[], None]:
+    model, probe, videos, targets = seeded_setup()
     optimizer = torch.optim.AdamW([*model.parameters(), *probe.parameters()], lr=1e-4)
-    videos, targets = torch.rand(TRAIN_BATCH, 3, FRAMES, CROP, CROP) * 2 - 1, torch.randn(TRAIN_BATCH, 1)
 
     def step() -> None:
         loss = probe_loss(model, probe, videos, targets, bfloat16)
@@ -48,12 +53,9 @@ def training_step(bfloat16: bool) -> Callable[[], None]:
 
 
 def gradients(bfloat16: bool) -> dict[str, torch.Tensor]:
-    """The flattened gradient of one step from seed-0 weights and batch: the stem convolution's
+    """The flattened gradient of one step from :func:`seeded_setup`: the stem convolution's
     (``Conv3d_1a_7x7``) and the rest's (the classifier, unused, gets none)."""
-    torch.manual_seed(0)
-    model = I3D(width=WIDTH).train()
-    probe = torch.nn.Linear(model.feature_dim, 1)
-    videos, targets = torch.rand(TRAIN_BATCH, 3, FRAMES, CROP, CROP) * 2 - 1, torch.randn(TRAIN_BATCH, 1)
+    model, probe, videos, targets = seeded_setup()
     probe_loss(model, probe, videos, targets, bfloat16).backward()
     named = [*model.named_parameters(), *probe.named_parameters(prefix="probe")]
     parts: dict[str, list[torch.Tensor]] = {"stem": [], "rest": []}

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from training.metrics import spearman
+from training.synth.execution import MAX_SCORE
 
 FACTORS_FILE = "factors.csv"
 FAULTS = ("under_rotation", "looseness", "entry_line", "splash", "height")
@@ -57,7 +58,7 @@ def fault_readout(predictions: Sequence[dict[str, Any]], factors: dict[str, dict
     true_final = np.array([row["true_final"] for row in predictions], float)
     difficulty = np.array([row["difficulty"] for row in predictions], float)
     used = np.array([row["difficulty_used"] or row["difficulty"] for row in predictions], float)
-    predicted_deduction = 10.0 - np.array([row["pred_final"] for row in predictions], float) / used / JUDGES_COUNTED
+    predicted_deduction = MAX_SCORE - np.array([row["pred_final"] for row in predictions], float) / used / JUDGES_COUNTED
 
     design = np.column_stack([deductions, np.ones(len(rows))])
     coefficients, *_ = np.linalg.lstsq(design, predicted_deduction, rcond=None)
