@@ -15,7 +15,7 @@ from training.model_card import read_card, write_card
 from training.pipeline import PROFILES, evaluate_model_dir, train_model
 from training.synth.generate import generate_dataset
 
-TRAIN_SEED, TRAIN_DIVES = 1, 8000
+TRAIN_SEED, TRAIN_DIVES = 1, 12000
 FRESH_SEED, FRESH_DIVES = 7, 300
 DEMO_MODEL_ID = "synth-dive-core"
 DEMO_PROFILE = "cpu-finetune"
