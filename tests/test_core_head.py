@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from scipy.stats import spearmanr
 
-from models.core import CoReHead
+from models.core import CoReHead, GroupedLinear
 from models.gart import GroupBoundaries, gart_loss
 
 EIGHT_GROUPS = [[-30, -8], [-8, -4], [-4, -2], [-2, 0], [0, 2], [2, 4], [4, 8], [8, 30]]
@@ -340,3 +340,22 @@ def train_and_rank() -> float:
             head.vote(features[q], features[exemplars], scores[exemplars], groups).score.item() for q in test
         ]
     return float(spearmanr(voted, scores[test].numpy()).statistic)
+
+
+def test_grouped_linear_is_the_reference_grouped_pointwise_convolution() -> None:
+    """Same initial parameters under one seed, same outputs and gradients as Conv1d(kernel_size=1, groups)."""
+    torch.manual_seed(3)
+    conv = torch.nn.Conv1d(12, 8, 1, groups=4)
+    torch.manual_seed(3)
+    grouped = GroupedLinear(12, 8, groups=4)
+    assert torch.equal(conv.weight, grouped.weight) and torch.equal(conv.bias, grouped.bias)
+
+    x = torch.randn(5, 12)
+    expected = conv(x.unsqueeze(-1)).squeeze(-1)
+    actual = grouped(x)
+    assert torch.allclose(actual, expected, atol=1e-6)
+    expected.square().sum().backward()
+    actual.square().sum().backward()
+    assert torch.allclose(grouped.weight.grad, conv.weight.grad, atol=1e-5)
+    with pytest.raises(ValueError, match="divide"):
+        GroupedLinear(10, 8, groups=4)
