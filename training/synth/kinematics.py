@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -187,7 +188,6 @@ class DiveMotion:
         self.entry_pose = Pose(entry_hip, 0.0, math.pi if dive.head_first else 0.0)
         self.total_rotation = 2.0 * math.pi * dive.somersaults - math.radians(faults.under_rotation_deg)
 
-        self._rotation_table = self._rotation_profile()
         standing = body_frame_joints(TAKEOFF_POSE)
         com_above_ankle = (centre_of_mass(standing) - standing[5]) * np.array([self.facing, 1.0])
         takeoff_com = com_above_ankle + np.array([FOOT_X, BOARD_HEIGHT])
@@ -213,9 +213,14 @@ class DiveMotion:
         opening = (progress - OPENING_START) / (OPENING_END - OPENING_START)
         return self.held_pose.blend(self.entry_pose, _smoothstep(opening))
 
-    def _rotation_profile(self, samples: int = 256) -> np.ndarray:
-        """Cumulative somersault angle at ``samples`` evenly spaced flight fractions."""
-        progress = np.linspace(0.0, 1.0, samples)
+    @cached_property
+    def _rotation_table(self) -> np.ndarray:
+        """Cumulative somersault angle at 256 evenly spaced flight fractions.
+
+        Computed on first use: the flight time, the entry and the splash do not need it, so a motion built
+        only to know the video's length (:func:`.scene.sample_synth_dive`) skips its cost.
+        """
+        progress = np.linspace(0.0, 1.0, 256)
         rate = np.array([1.0 / moment_of_inertia(self.flight_pose(p)) for p in progress])
         rate[progress > OPENING_END] = 0.0
         cumulative = np.concatenate([[0.0], np.cumsum((rate[1:] + rate[:-1]) / 2)])
