@@ -28,8 +28,9 @@ regressor state dict loads with ``strict=True``). ``h`` = hidden, ``n_i = 2**i``
 
 for i = 0 .. depth-1. The grouped layers are the reference's ``Conv1d(kernel_size=1, groups=...)``,
 computed as batched matrix products (:class:`GroupedLinear`, same parameters). Node k at level i has
-children 2k (left, lower delta) and 2k+1; each node's two logits go through log-softmax and a leaf's log-probability is the sum along its path (the leaf
-probability is the product of the branch probabilities). ``depth`` here counts binary decision levels
+children 2k (left, lower delta) and 2k+1; each node's two logits go through log-softmax and a leaf's
+log-probability is the sum along its path (the leaf probability is the product of the branch
+probabilities). ``depth`` here counts binary decision levels
 (2**depth leaves); the reference's ``RT_depth`` counts levels including the leaves, so reference
 ``RT_depth=5`` (16 leaves) is ``depth=4`` here.
 """
