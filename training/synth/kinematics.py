@@ -73,6 +73,8 @@ FOAM_SECONDS = 1.6
 """How long the foam patch takes to fade."""
 FOAM_GROWTH_SECONDS = 0.4
 """How long the foam patch takes to reach its widest."""
+ROTATION_TABLE_SAMPLES = 256
+"""Flight fractions at which the somersault angle is tabulated (interpolated in between)."""
 
 
 @dataclass(frozen=True)
@@ -215,12 +217,12 @@ class DiveMotion:
 
     @cached_property
     def _rotation_table(self) -> np.ndarray:
-        """Cumulative somersault angle at 256 evenly spaced flight fractions.
+        """Cumulative somersault angle at ``ROTATION_TABLE_SAMPLES`` evenly spaced flight fractions.
 
         Computed on first use: the flight time, the entry and the splash do not need it, so a motion built
         only to know the video's length (:func:`.scene.sample_synth_dive`) skips its cost.
         """
-        progress = np.linspace(0.0, 1.0, 256)
+        progress = np.linspace(0.0, 1.0, ROTATION_TABLE_SAMPLES)
         rate = np.array([1.0 / moment_of_inertia(self.flight_pose(p)) for p in progress])
         rate[progress > OPENING_END] = 0.0
         cumulative = np.concatenate([[0.0], np.cumsum((rate[1:] + rate[:-1]) / 2)])
