@@ -115,3 +115,27 @@ def test_bfloat16_fine_tuning_runs_the_backbone_in_bfloat16_and_validates_in_flo
     after = backbone.state_dict()
     assert all(after[k].dtype == before[k].dtype for k in before)  # float32 master weights, int64 counters
     assert not torch.equal(after["Conv3d_1a_7x7.conv3d.weight"], before["Conv3d_1a_7x7.conv3d.weight"])
+
+
+def test_action_class_loss_trains_the_backbone_too_and_validation_runs_every_nth_epoch(
+        tiny_dataset: Path, tmp_path: Path) -> None:
+    records = load_folder_csv(tiny_dataset / "labels.csv")
+    train = [replace(r, action_class=None) if i % 4 == 0 else r for i, r in enumerate(records[:16])]
+    assert len({r.action_class for r in train if r.action_class}) > 1
+
+    def fine_tune(weight: float) -> tuple[list[dict[str, float]], dict[str, torch.Tensor]]:
+        profile = replace(PROFILE, backbone=replace(PROFILE.backbone, epochs=3, validate_every=2,
+                                                    action_class_weight=weight))
+        torch.manual_seed(0)
+        backbone = I3D(width=profile.backbone_width)
+        history = train_backbone(backbone, train, records[16:], profile, label_config(records), tmp_path,
+                                 progress=False)
+        return history, backbone.state_dict()
+
+    plain_history, plain = fine_tune(0.0)
+    history, weights = fine_tune(1.0)
+    assert [("val_spearman" in h) for h in history] == [False, True, True]
+    assert all("train_class_cross_entropy" not in h for h in plain_history)
+    assert all(math.isfinite(h["train_class_cross_entropy"]) and h["train_class_cross_entropy"] > 0 for h in history)
+    assert plain_history[0]["train_mse"] != history[0]["train_mse"]  # a different backbone after the first step
+    assert not torch.equal(weights["Mixed_5c.b0.conv3d.weight"], plain["Mixed_5c.b0.conv3d.weight"])

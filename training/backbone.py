@@ -10,6 +10,8 @@ Two paths, chosen by the profile:
   feature through a linear probe: the cheapest signal that makes the features encode execution. Each
   step sees ``clips_per_step`` random clips of every video (clip features are averaged, so a random
   subset is an unbiased estimate of the mean); the CoRe head is trained afterwards on cached features.
+  Optionally the same feature also classifies the dive's action class (``action_class_weight``), the
+  auxiliary "what was performed" task of MTL-AQA's multitask learning (Parmar & Morris, CVPR 2019).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ class BackboneTrainConfig:
     resample_jitter: float = 0.0  # > 0: each step resamples a video's T frames from 2T - 1 cached ones
     autocast_bfloat16: bool = False  # forward passes of fine-tuning in bfloat16 (weights, loss, optimizer in float32)
     lr: float = 2e-3
+    action_class_weight: float = 0.0  # > 0: add this times the action-class cross-entropy to the regression loss
+    validate_every: int = 1  # epochs between validation probes (the last epoch is always validated)
     weight_decay: float = 1e-4
     batchnorm_videos: int = 64
     seed: int = 0
@@ -136,7 +140,12 @@ def train_backbone(backbone: I3D, train: Sequence[DiveRecord], val: Sequence[Div
     train_frames = fine_tuning_frames(train, profile, cache_dir, progress)
     val_frames = inference_frames(fine_tuning_frames(val, profile, cache_dir, progress), profile)
     probe = nn.Linear(backbone.feature_dim, 1)
+    classes = sorted({r.action_class for r in train if r.action_class is not None})
+    class_index = torch.tensor([classes.index(r.action_class) if r.action_class in classes else -100 for r in train])
+    classifier = nn.Linear(backbone.feature_dim, len(classes)) if config.action_class_weight > 0 and classes else None
     params = list(backbone.parameters()) + list(probe.parameters())
+    if classifier is not None:
+        params += list(classifier.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     steps = config.epochs * math.ceil(len(train) / config.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=steps, pct_start=0.15)
@@ -146,7 +155,7 @@ def train_backbone(backbone: I3D, train: Sequence[DiveRecord], val: Sequence[Div
     for epoch in range(1, config.epochs + 1):
         backbone.train()
         order = rng.permutation(len(train))
-        total = 0.0
+        total = total_class = 0.0
         bar = tqdm(range(0, len(order), config.batch_size), desc=f"backbone epoch {epoch}/{config.epochs}",
                    unit="batch", disable=not progress)
         for first in bar:
@@ -161,19 +170,28 @@ def train_backbone(backbone: I3D, train: Sequence[DiveRecord], val: Sequence[Div
             with torch.autocast(clips.device.type, dtype=torch.bfloat16, enabled=config.autocast_bfloat16):
                 pooled = backbone.forward_features(clips).view(len(index), len(chosen), -1).mean(1)
             prediction = probe(pooled.float()).squeeze(1)
-            loss = nn.functional.mse_loss(prediction, (target[index] - mean) / std)
+            mse = nn.functional.mse_loss(prediction, (target[index] - mean) / std)
+            loss = mse
+            labelled = class_index[index] >= 0
+            if classifier is not None and labelled.any():
+                class_loss = nn.functional.cross_entropy(classifier(pooled.float()[labelled]), class_index[index][labelled])
+                loss = loss + config.action_class_weight * class_loss
+                total_class += class_loss.item() * len(index)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
-            total += loss.item() * len(index)
-            bar.set_postfix(loss=f"{total / (first + len(index)):.3f}")
-        record = {"epoch": epoch, "train_mse": total / len(train),
-                  "val_spearman": _probe_spearman(backbone, probe, val_frames, val, labels, profile)}
+            total += mse.item() * len(index)
+            bar.set_postfix(mse=f"{total / (first + len(index)):.3f}")
+        record = {"epoch": epoch, "train_mse": total / len(train)}
+        if classifier is not None:
+            record["train_class_cross_entropy"] = total_class / len(train)
+        if epoch % config.validate_every == 0 or epoch == config.epochs:
+            record["val_spearman"] = _probe_spearman(backbone, probe, val_frames, val, labels, profile)
         history.append(record)
         if progress:
-            tqdm.write(f"backbone epoch {epoch}: train mse {record['train_mse']:.3f}, "
-                       f"validation probe spearman {record['val_spearman']:.3f}")
+            tqdm.write(f"backbone epoch {epoch}: " + ", ".join(f"{k.replace('_', ' ')} {v:.3f}"
+                                                               for k, v in record.items() if k != "epoch"))
     backbone.eval()
     return history
 
