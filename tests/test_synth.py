@@ -386,9 +386,25 @@ def test_generate_dataset_writes_the_exact_layout_deterministically(tmp_path):
         np.testing.assert_array_equal(frames_a[-1], frames_b[-1])
 
 
+def test_a_faster_x264_preset_writes_the_same_dives_in_bigger_files(tmp_path):
+    slow = generate_dataset(tmp_path / "veryfast", n=2, seed=3, width=160, height=120, fps=10, progress=False)
+    fast = generate_dataset(tmp_path / "ultrafast", n=2, seed=3, width=160, height=120, fps=10, progress=False,
+                            preset="ultrafast")
+    assert fast.read_text() == slow.read_text()
+    for name in ("dive_00000.mp4", "dive_00001.mp4"):
+        slow_video, fast_video = slow.parent / "videos" / name, fast.parent / "videos" / name
+        assert fast_video.stat().st_size > slow_video.stat().st_size  # fewer coding tools, more bytes
+        (_, slow_frames), (_, fast_frames) = _decode(slow_video), _decode(fast_video)
+        assert len(fast_frames) == len(slow_frames)
+        difference = np.abs(np.stack(fast_frames).astype(int) - np.stack(slow_frames)).mean()
+        assert 0 < difference < 3  # the same picture, other compression artefacts
+
+
 def test_bad_requests_get_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="n must be >= 1"):
         generate_dataset(tmp_path, n=0, seed=0, progress=False)
+    with pytest.raises(ValueError, match="unknown x264 preset 'fastest'"):
+        generate_dataset(tmp_path, n=1, seed=0, preset="fastest", progress=False)
     with pytest.raises(RenderError, match="must be even"):
         generate_dataset(tmp_path, n=1, seed=0, width=161, progress=False)
     with pytest.raises(RenderError, match="too small"):

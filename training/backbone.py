@@ -128,6 +128,10 @@ def train_backbone(backbone: I3D, train: Sequence[DiveRecord], val: Sequence[Div
     video, each start jittered by up to +-``temporal_jitter`` frames (CoRe jitters by +-3; a single clip
     over all T frames cannot move); horizontal flips (a dive seen from the other side scores the same).
 
+    Loss: ``MSE(probe(f), z)`` of the standardised label ``z`` from the pooled feature ``f``, plus, with
+    ``action_class_weight = w > 0``, ``w * CE(W f, c)``: a linear classifier of the action class ``c`` over the
+    classes seen in training (dives without one add nothing). The history reports the two terms apart.
+
     With ``autocast_bfloat16`` the backbone's forward pass runs under bfloat16 autocast (convolutions in
     bfloat16; parameters, loss and optimizer in float32): 1.3 x cheaper steps on a CPU with AVX-512 BF16
     (``benchmarks/bench_bfloat16.py``). Validation and the features cached afterwards stay float32.
@@ -176,7 +180,7 @@ def train_backbone(backbone: I3D, train: Sequence[DiveRecord], val: Sequence[Div
             if classifier is not None and labelled.any():
                 class_loss = nn.functional.cross_entropy(classifier(pooled.float()[labelled]), class_index[index][labelled])
                 loss = loss + config.action_class_weight * class_loss
-                total_class += class_loss.item() * len(index)
+                total_class += class_loss.item() * int(labelled.sum())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -185,7 +189,7 @@ def train_backbone(backbone: I3D, train: Sequence[DiveRecord], val: Sequence[Div
             bar.set_postfix(mse=f"{total / (first + len(index)):.3f}")
         record = {"epoch": epoch, "train_mse": total / len(train)}
         if classifier is not None:
-            record["train_class_cross_entropy"] = total_class / len(train)
+            record["train_class_cross_entropy"] = total_class / int((class_index >= 0).sum())
         if epoch % config.validate_every == 0 or epoch == config.epochs:
             record["val_spearman"] = _probe_spearman(backbone, probe, val_frames, val, labels, profile)
         history.append(record)

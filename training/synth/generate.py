@@ -21,7 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from training.synth.calibration import JUDGES_PER_DIVE
-from training.synth.render import action_seconds, check_video_size
+from training.synth.render import X264_PRESETS, action_seconds, check_video_size
 from training.synth.scene import SynthDive, sample_synth_dive
 
 LABEL_COLUMNS = (
@@ -63,11 +63,11 @@ def factor_row(name: str, dive: SynthDive, frames: int) -> dict[str, object]:
     return row
 
 
-def _render_one(task: tuple[int, int, Path, int, int, int]) -> tuple[dict[str, object], dict[str, object]]:
+def _render_one(task: tuple[int, int, Path, int, int, int, str]) -> tuple[dict[str, object], dict[str, object]]:
     """Render video ``index``; returns its labels row and factors row."""
-    seed, index, out_dir, width, height, fps = task
+    seed, index, out_dir, width, height, fps, preset = task
     dive = sample_synth_dive(seed, index)
-    frames = dive.render(out_dir / video_name(index), width, height, fps)
+    frames = dive.render(out_dir / video_name(index), width, height, fps, preset)
     return label_row(video_name(index), dive), factor_row(video_name(index), dive, frames)
 
 
@@ -87,11 +87,12 @@ def generate_dataset(
     fps: int = 25,
     workers: int = 1,
     progress: bool = True,
+    preset: str = "veryfast",
 ) -> Path:
     """Render ``n`` dives with ``seed`` into ``out_dir``; returns the path of ``labels.csv``.
 
-    Deterministic: the same (seed, n, size, fps) gives the same labels and pixels whatever ``workers``
-    is, because video ``i`` depends only on (seed, i). ``workers > 1`` renders in a process pool.
+    Deterministic: the same (seed, n, size, fps, x264 ``preset``) gives the same labels and pixels whatever
+    ``workers`` is, because video ``i`` depends only on (seed, i). ``workers > 1`` renders in a process pool.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -100,10 +101,12 @@ def generate_dataset(
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     check_video_size(width, height, fps)
+    if preset not in X264_PRESETS:
+        raise ValueError(f"unknown x264 preset {preset!r}; choose from {', '.join(X264_PRESETS)}")
     out_dir = Path(out_dir)
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
 
-    tasks = [(seed, i, out_dir, width, height, fps) for i in range(n)]
+    tasks = [(seed, i, out_dir, width, height, fps, preset) for i in range(n)]
     label_rows: list[dict[str, object]] = []
     factor_rows: list[dict[str, object]] = []
     pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else nullcontext()

@@ -44,9 +44,9 @@ class SynthDive:
         """The same dive and look with other faults (labels are left as they were: for diagnostics)."""
         return SynthDive(self.dive, self.panel, faults, self.nuisance, self.splash_seed)
 
-    def render(self, path: Path, width: int, height: int, fps: int) -> int:
-        """Render and encode to an H.264 mp4 at ``path``; returns the frame count."""
-        return encode_h264(self.renderer(width, height, fps).frames(), path, fps)
+    def render(self, path: Path, width: int, height: int, fps: int, preset: str = "veryfast") -> int:
+        """Render and encode to an H.264 mp4 at ``path`` with x264's ``preset``; returns the frame count."""
+        return encode_h264(self.renderer(width, height, fps).frames(), path, fps, preset=preset)
 
 
 def _streams(seed: int, index: int) -> list[np.random.SeedSequence]:
