@@ -137,6 +137,8 @@ def train_backbone(backbone: I3D, train: Sequence[DiveRecord], val: Sequence[Div
     (``benchmarks/bench_bfloat16.py``). Validation and the features cached afterwards stay float32.
     """
     config = profile.backbone
+    if config.validate_every < 1:
+        raise ValueError(f"validate_every must be >= 1, got {config.validate_every}")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     target = torch.tensor([r.execution_score if labels.kind == "execution" else r.final_score for r in train])
