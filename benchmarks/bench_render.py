@@ -21,13 +21,14 @@ from pathlib import Path
 import numpy as np
 from bench_channels_last import alternate
 
+from training.demo import DEMO_PROFILE
+from training.pipeline import PROFILES
 from training.synth.render import encode_h264
 from training.synth.scene import sample_synth_dive
 from video.decode import decode_video
-from video.preprocessing import Preprocessing
 
 PRESETS = ("veryfast", "ultrafast")
-DEMO_PREPROCESSING = Preprocessing(num_frames=32, resize=128, crop=64, normalization="kinetics")
+DEMO_PREPROCESSING = PROFILES[DEMO_PROFILE].preprocessing
 
 
 def main() -> None:

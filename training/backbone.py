@@ -174,13 +174,14 @@ def train_backbone(backbone: I3D, train: Sequence[DiveRecord], val: Sequence[Div
             if rng.random() < 0.5:
                 clips = clips.flip(-1)
             with torch.autocast(clips.device.type, dtype=torch.bfloat16, enabled=config.autocast_bfloat16):
-                pooled = backbone.forward_features(clips).view(len(index), len(chosen), -1).mean(1)
-            prediction = probe(pooled.float()).squeeze(1)
+                pooled = backbone.forward_features(clips).view(len(index), len(chosen), -1).mean(1).float()
+            prediction = probe(pooled).squeeze(1)
             mse = nn.functional.mse_loss(prediction, (target[index] - mean) / std)
             loss = mse
-            labelled = class_index[index] >= 0
+            classes_seen = class_index[index]
+            labelled = classes_seen >= 0
             if classifier is not None and labelled.any():
-                class_loss = nn.functional.cross_entropy(classifier(pooled.float()[labelled]), class_index[index][labelled])
+                class_loss = nn.functional.cross_entropy(classifier(pooled[labelled]), classes_seen[labelled])
                 loss = loss + config.action_class_weight * class_loss
                 total_class += class_loss.item() * int(labelled.sum())
             optimizer.zero_grad(set_to_none=True)

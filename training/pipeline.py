@@ -161,8 +161,8 @@ PROFILES: dict[str, TrainingProfile] = {
 # cheaper, same probe). The demo trains on 9,600 dives for 10 epochs, about the steps of 5,600 dives x 16
 # epochs: probe 0.726 against 0.701 and fresh-set execution Spearman 0.671 against 0.623 (README). Its test
 # split is 10 % of the renders; the fresh seed-7 set is the headline evaluation. A build with 8 epochs, an
-# auxiliary action-class loss (weight 0.5) and 25 head epochs took 67 min instead of about 80 on a slow day
-# and scored lower (fresh-set final Spearman 0.778 against 0.826 on the same videos; README), so the demo
+# auxiliary action-class loss (weight 0.5) and 25 head epochs took 67 min on a slow day (this recipe: 76 min
+# on its build day) and scored lower (fresh-set final Spearman 0.778 against 0.826 on the same videos; README), so the demo
 # keeps this recipe.
 PROFILES["cpu-finetune"] = replace(
     PROFILES["cpu"], name="cpu-finetune",

@@ -21,7 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from training.synth.calibration import JUDGES_PER_DIVE
-from training.synth.render import X264_PRESETS, action_seconds, check_video_size
+from training.synth.render import DEFAULT_X264_PRESET, action_seconds, check_video_size, check_x264_preset
 from training.synth.scene import SynthDive, sample_synth_dive
 
 LABEL_COLUMNS = (
@@ -87,7 +87,7 @@ def generate_dataset(
     fps: int = 25,
     workers: int = 1,
     progress: bool = True,
-    preset: str = "veryfast",
+    preset: str = DEFAULT_X264_PRESET,
 ) -> Path:
     """Render ``n`` dives with ``seed`` into ``out_dir``; returns the path of ``labels.csv``.
 
@@ -101,8 +101,7 @@ def generate_dataset(
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     check_video_size(width, height, fps)
-    if preset not in X264_PRESETS:
-        raise ValueError(f"unknown x264 preset {preset!r}; choose from {', '.join(X264_PRESETS)}")
+    check_x264_preset(preset)
     out_dir = Path(out_dir)
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
 

@@ -163,18 +163,25 @@ class DiveRenderer:
 
 
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+DEFAULT_X264_PRESET = "veryfast"
+"""The preset that rendered the demo model's training set."""
 
 
-def encode_h264(frames: Iterator[np.ndarray], path: Path, fps: int, crf: int = 23, preset: str = "veryfast") -> int:
+def check_x264_preset(preset: str) -> None:
+    """Raise ValueError naming the choices when ``preset`` is not one of x264's."""
+    if preset not in X264_PRESETS:
+        raise ValueError(f"unknown x264 preset {preset!r}; choose from {', '.join(X264_PRESETS)}")
+
+
+def encode_h264(frames: Iterator[np.ndarray], path: Path, fps: int, crf: int = 23,
+                preset: str = DEFAULT_X264_PRESET) -> int:
     """Write RGB frames to an H.264 (libx264, yuv420p) mp4; returns the number of frames written.
 
     One encoder thread keeps the output identical from run to run, whatever the core count. x264's
-    ``ultrafast`` preset encodes in about half the time of ``veryfast`` (the default, which made the demo's
-    training set) and decodes faster, for larger files and the same picture within a grey level on average
+    ``ultrafast`` preset encodes in about half the time of ``veryfast`` (the default) and decodes faster, for larger files and the same picture within a grey level on average
     (``benchmarks/bench_render.py``).
     """
-    if preset not in X264_PRESETS:
-        raise ValueError(f"unknown x264 preset {preset!r}; choose from {', '.join(X264_PRESETS)}")
+    check_x264_preset(preset)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     count = 0

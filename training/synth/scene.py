@@ -18,7 +18,7 @@ from training.synth.execution import ExecutionFaults, sample_faults
 from training.synth.judging import PanelScores, judge_dive
 from training.synth.kinematics import DiveMotion
 from training.synth.nuisance import Nuisance, sample_nuisance
-from training.synth.render import DiveRenderer, action_seconds, encode_h264
+from training.synth.render import DEFAULT_X264_PRESET, DiveRenderer, action_seconds, encode_h264
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class SynthDive:
         """The same dive and look with other faults (labels are left as they were: for diagnostics)."""
         return SynthDive(self.dive, self.panel, faults, self.nuisance, self.splash_seed)
 
-    def render(self, path: Path, width: int, height: int, fps: int, preset: str = "veryfast") -> int:
+    def render(self, path: Path, width: int, height: int, fps: int, preset: str = DEFAULT_X264_PRESET) -> int:
         """Render and encode to an H.264 mp4 at ``path`` with x264's ``preset``; returns the frame count."""
         return encode_h264(self.renderer(width, height, fps).frames(), path, fps, preset=preset)
 
