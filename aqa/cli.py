@@ -297,6 +297,10 @@ def format_result(result) -> str:
                      f"execution {result.execution_score:.2f}")
     lines.append(f"vote spread  {result.vote_spread:.2f} (sd of {len(result.votes)} exemplar votes)")
     lines.append(f"model        {result.model.id} {result.model.version} ({result.model.head})")
+    if result.video is not None:
+        first, last = result.video.frames_read
+        span = f" ({result.video.seconds_read[0]:.2f}-{result.video.seconds_read[1]:.2f} s)" if result.video.seconds_read else ""
+        lines.append(f"frames read  {first}-{last}{span} of {result.video.frame_count}")
     lines.append("exemplars    id                 score   relative  vote   chosen because")
     for v in result.votes:
         lines.append(f"             {v.id:<18} {v.final_score:6.2f}  {v.relative:+7.2f}  {v.vote:6.2f}  {v.selected_because}")

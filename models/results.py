@@ -41,6 +41,11 @@ class VideoSummary(BaseModel):
     fps: float
     duration_seconds: float
     frame_count: int
+    frames_read: tuple[int, int] = Field(
+        description="First and last source frame the model read (0-based): the whole video, the given range, or "
+        "the span the motion localiser found.")
+    seconds_read: tuple[float, float] | None = Field(
+        default=None, description="The same span in seconds after the first frame (None without timing).")
 
 
 class ModelRef(BaseModel):

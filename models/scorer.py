@@ -102,8 +102,11 @@ class Scorer:
         add_clip_seconds(result.evidence, self.extractor.clips, decoded.timestamps)
         t3 = time.perf_counter()
         info = decoded.info
+        seconds = (round(float(decoded.timestamps[0]), 3), round(float(decoded.timestamps[-1]), 3))
         result.video = VideoSummary(codec=info.codec, width=info.width, height=info.height, fps=info.fps,
-                                    duration_seconds=info.duration_seconds, frame_count=info.frame_count)
+                                    duration_seconds=info.duration_seconds, frame_count=info.frame_count,
+                                    frames_read=(int(decoded.frame_indices[0]), int(decoded.frame_indices[-1])),
+                                    seconds_read=seconds if all(np.isfinite(seconds)) else None)
         result.timings = {"decode": t1 - t0, "features": t2 - t1, "voting": t3 - t2, "total": t3 - t0}
         return result
 

@@ -20,6 +20,8 @@ import numpy as np
 from PIL import Image
 
 INDEX_STEP = 8  # colour levels between consecutive codes: lossy coding moves flat colours far less
+BURST_FIRST, BURST_LAST = 30, 50
+"""The "burst" pattern's square moves in frames BURST_FIRST + 1 .. BURST_LAST (3 px per frame) and is still elsewhere."""
 
 
 def index_colour(index: int) -> tuple[int, int, int]:
@@ -48,6 +50,12 @@ def frame_pattern(index: int, width: int, height: int, pattern: str) -> np.ndarr
         half = max(2, min(width, height) // 20)
         cy, cx = height // 2, width // 2
         image[cy - half : cy + half, cx - half : cx + half] = (255, 0, 0)
+        return image
+    if pattern == "burst":
+        image = np.full((height, width, 3), 90, np.uint8)
+        left = 10 + 3 * (min(max(index, BURST_FIRST), BURST_LAST) - BURST_FIRST)
+        top = height // 2 - 8
+        image[top : top + 16, left : left + 16] = (240, 220, 40)
         return image
     if pattern == "black_white":
         image = np.zeros((height, width, 3), np.uint8)

@@ -56,6 +56,9 @@ def test_score_votes_with_bank_exemplars(scorer: Scorer, tiny_dataset: Path) -> 
     assert result.interval.method == "conformal"
     assert set(result.timings) == {"decode", "features", "voting", "total"}
     assert result.video is not None and result.video.width == 160 and result.video.height == 120
+    # The tiny profile reads the whole video (no motion window).
+    assert result.video.frames_read == (0, result.video.frame_count - 1)
+    assert result.video.seconds_read == (0.0, pytest.approx((result.video.frame_count - 1) / result.video.fps))
 
 
 def test_bank_features_are_what_the_backbone_makes(scorer: Scorer, tiny_dataset: Path) -> None:
@@ -101,6 +104,7 @@ def test_cli_score_prints_the_same_result_as_the_core(scorer: Scorer, tiny_model
     human = subprocess.run([sys.executable, "-m", "aqa.cli", "score", str(video), "--model", str(tiny_model_dir)],
                            capture_output=True, text=True, check=True).stdout
     assert "score" in human and "(estimated)" in human and "exemplars" in human
+    assert f"frames read  0-{direct.video.frame_count - 1} (0.00-" in human
 
 
 def test_cli_reports_a_bad_video_in_one_line(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -47,6 +47,9 @@ def decode_frame_folder(
     reference loaders use); ``preprocessing.sampling`` chooses the frames as in ``decode_video``. Frames carry no timing: ``timestamps`` are
     ``index / fps`` when ``fps`` is given, else NaN (and ``info.fps`` is 0).
     """
+    if preprocessing.motion_window is not None:
+        raise ValueError("motion localisation (preprocessing.motion_window) reads video files only; "
+                         "encode the frame folder as a video or use a preprocessing without it")
     folder = Path(folder)
     if not folder.is_dir():
         raise VideoFileNotFoundError(f"There is no frame folder at {folder}.")

@@ -12,6 +12,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from video.localise import MotionWindow
+
 Normalization = Literal["kinetics", "imagenet"]
 Sampling = Literal["uniform", "uniform_floor", "window_end"]
 StretchFilter = Literal["bilinear", "nearest"]
@@ -22,13 +24,16 @@ SAMPLINGS: tuple[str, ...] = ("uniform", "uniform_floor", "window_end")
 STRETCH_FILTERS: tuple[str, ...] = ("bilinear", "nearest")
 # Options added after the first four fields: written to dicts only when set, so the dict (and with it the
 # feature fingerprint) of every model made before they existed stays the same.
-_OPTIONAL_FIELDS = ("sampling", "stretch_to", "stretch_filter")
+_OPTIONAL_FIELDS = ("sampling", "stretch_to", "stretch_filter", "motion_window")
 
 
 @dataclass(frozen=True)
 class Preprocessing:
     """How frames become a model input tensor.
 
+    - ``motion_window``: when set, the frame range is first narrowed to the span where the video moves
+      (``video.localise``: the dive without the wait before it and the calm after it); ``None`` keeps the
+      whole range.
     - ``num_frames``: T frames per video (CoRe: 103), chosen by ``sampling``:
       ``"uniform"`` spreads them over the frame range, rounding half up (``video.sampling``);
       ``"uniform_floor"`` spreads them and rounds down, as FineDiving-TSA's ``np.linspace(...).astype(int)``;
@@ -52,6 +57,7 @@ class Preprocessing:
     sampling: Sampling = "uniform"
     stretch_to: tuple[int, int] | None = None
     stretch_filter: StretchFilter = "bilinear"
+    motion_window: MotionWindow | None = None
 
     def __post_init__(self) -> None:
         if self.num_frames < 1:
@@ -72,6 +78,8 @@ class Preprocessing:
             raise ValueError(f"unknown normalization {self.normalization!r}")
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"unknown sampling {self.sampling!r}; choose from {', '.join(SAMPLINGS)}")
+        if self.motion_window is not None and not isinstance(self.motion_window, MotionWindow):
+            raise ValueError(f"motion_window must be a MotionWindow or None, got {self.motion_window!r}")
         if self.stretch_filter not in STRETCH_FILTERS:
             raise ValueError(f"unknown stretch_filter {self.stretch_filter!r}; choose from {', '.join(STRETCH_FILTERS)}")
 
@@ -88,7 +96,7 @@ class Preprocessing:
         return x.div_(255.0).sub_(mean).div_(std)
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as JSON values; ``sampling``, ``stretch_to`` and ``stretch_filter`` only when not default."""
+        """The fields as JSON values; the options after ``normalization`` only when not default."""
         defaults = {f.name: f.default for f in fields(self) if f.name in _OPTIONAL_FIELDS}
         data = {k: v for k, v in asdict(self).items() if k not in defaults or v != defaults[k]}
         if self.stretch_to is not None:
@@ -104,4 +112,6 @@ class Preprocessing:
         values = dict(data)
         if values.get("stretch_to") is not None:
             values["stretch_to"] = tuple(values["stretch_to"])
+        if values.get("motion_window") is not None:
+            values["motion_window"] = MotionWindow.from_dict(values["motion_window"])
         return cls(**values)

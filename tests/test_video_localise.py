@@ -1,0 +1,113 @@
+"""Motion localisation: the energy and window rules on hand-made numbers, then real H.264 files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.media import BURST_FIRST, BURST_LAST, write_frame_folder, write_h264
+from training.synth.scene import sample_synth_dive
+from video.decode import decode_video
+from video.frame_folder import decode_frame_folder
+from video.localise import MotionWindow, locate_action, motion_energy
+from video.preprocessing import Preprocessing
+
+# 25 fps: 0.2 s is 5 frames of margin on each side.
+WINDOW = MotionWindow(threshold=0.3, smoothing=1, before_s=0.2, after_s=0.2)
+LOCALISED = Preprocessing(num_frames=8, resize=64, crop=56, motion_window=WINDOW)
+
+
+def test_motion_energy_is_the_mean_absolute_frame_difference() -> None:
+    grey = np.zeros((4, 2, 2), np.uint8)
+    grey[1] = [[4, 0], [0, 0]]  # |1 - 0| = 1 on average
+    grey[2] = [[4, 8], [8, 8]]  # |2 - 1| = (0 + 8 + 8 + 8) / 4 = 6
+    grey[3] = [[0, 8], [8, 8]]  # |3 - 2| = 1; no uint8 wrap-around
+    np.testing.assert_allclose(motion_energy(grey), [1.0, 1.0, 6.0, 1.0])
+    assert motion_energy(grey[:1]).tolist() == [0.0]
+
+
+def test_window_is_the_span_above_threshold_widened_by_the_margins() -> None:
+    energy = np.array([0, 0, 0, 0, 1, 10, 8, 1, 0, 0, 0, 0, 0, 0], float)
+    # threshold 0.3 x peak 10 = 3: frames 5-6 are active; 10 fps -> 0.2 s = 2 frames, 0.3 s = 3 frames.
+    window = MotionWindow(threshold=0.3, smoothing=1, before_s=0.2, after_s=0.3)
+    assert locate_action(energy, fps=10.0, window=window) == (3, 9)
+    # Margins never leave the clip.
+    assert locate_action(energy, fps=100.0, window=window) == (0, 13)
+
+
+def test_smoothing_averages_neighbours_before_the_threshold() -> None:
+    energy = np.array([0, 0, 0, 9, 0, 0, 3, 3, 3, 0, 0], float)
+    # Raw: only frame 3 passes 0.5 x 9. Centred mean of 3 frames: [0,0,3,3,3,1,2,3,2,1,0] -> peak 3;
+    # frames 2-4 and 6-8 pass 1.5, so the span is 2..8 (the quiet frame 5 between them stays inside).
+    window = MotionWindow(threshold=0.5, smoothing=3, before_s=0.0, after_s=0.0)
+    assert locate_action(energy, fps=25.0, window=window) == (2, 8)
+    raw = MotionWindow(threshold=0.5, smoothing=1, before_s=0.0, after_s=0.0)
+    assert locate_action(energy, fps=25.0, window=raw) == (3, 3)
+
+
+def test_a_still_clip_keeps_its_whole_range() -> None:
+    assert locate_action(np.zeros(12), fps=25.0, window=WINDOW) == (0, 11)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("threshold", 0.0, "threshold"), ("threshold", 1.5, "threshold"), ("smoothing", 0, "smoothing"), ("smoothing", 4, "odd"),
+     ("before_s", -0.1, "margins"), ("after_s", -1.0, "margins")],
+)
+def test_bad_window_settings_are_refused(field: str, value: float, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        MotionWindow(**{field: value})
+
+
+def test_preprocessing_records_the_window_and_old_dicts_stay_the_same() -> None:
+    plain = Preprocessing(num_frames=8, resize=64, crop=56)
+    assert "motion_window" not in plain.to_dict()  # fingerprints of models made before the option
+    data = LOCALISED.to_dict()
+    assert data["motion_window"] == {"threshold": 0.3, "smoothing": 1, "before_s": 0.2, "after_s": 0.2}
+    assert Preprocessing.from_dict(data) == LOCALISED
+    with pytest.raises(ValueError, match="motion_window"):
+        Preprocessing(motion_window={"threshold": 0.3})  # type: ignore[arg-type]
+
+
+def test_decode_samples_only_the_span_that_moves(media_dir: Path) -> None:
+    clip = write_h264(media_dir / "burst.mp4", frames=80, width=160, height=120, pattern="burst")
+    decoded = decode_video(clip, LOCALISED)
+    # Motion from frame BURST_FIRST + 1 to BURST_LAST, 5 frames of margin each side.
+    assert abs(int(decoded.frame_indices[0]) - (BURST_FIRST + 1 - 5)) <= 1
+    assert abs(int(decoded.frame_indices[-1]) - (BURST_LAST + 5)) <= 1
+    assert decoded.frames.shape == (8, 56, 56, 3)
+    np.testing.assert_allclose(decoded.timestamps, decoded.frame_indices / 25, atol=1e-6)
+    # The same frames as decoding that range without localisation.
+    first, last = int(decoded.frame_indices[0]), int(decoded.frame_indices[-1])
+    plain = decode_video(clip, Preprocessing(num_frames=8, resize=64, crop=56), start_frame=first, end_frame=last)
+    np.testing.assert_array_equal(decoded.frames, plain.frames)
+
+
+def test_localisation_stays_inside_a_given_frame_range(media_dir: Path) -> None:
+    clip = write_h264(media_dir / "burst.mp4", frames=80, width=160, height=120, pattern="burst")
+    decoded = decode_video(clip, LOCALISED, start_frame=40, end_frame=79)
+    assert decoded.frame_indices[0] == 40
+    assert abs(int(decoded.frame_indices[-1]) - (BURST_LAST + 5)) <= 1
+
+
+def test_frame_folders_refuse_localisation(media_dir: Path) -> None:
+    folder = write_frame_folder(media_dir / "frames", frames=10)
+    with pytest.raises(ValueError, match="video files only"):
+        decode_frame_folder(folder, LOCALISED)
+
+
+def test_the_demo_window_covers_a_rendered_dive_and_cuts_the_wait(tmp_path: Path) -> None:
+    """On synthetic dives the default window holds take-off to entry and drops much of the rest."""
+    for index in range(3):
+        dive = sample_synth_dive(5, index)
+        path = tmp_path / f"dive_{index}.mp4"
+        frames = dive.render(path, 320, 240, 25, preset="ultrafast")
+        times = dive.renderer(320, 240, 25).times
+        take_off = int(np.flatnonzero(times >= 0.0)[0])
+        entry = int(np.flatnonzero(times <= dive.motion().flight_seconds)[-1])
+        indices = decode_video(path, Preprocessing(num_frames=16, resize=64, crop=56,
+                                                   motion_window=MotionWindow())).frame_indices
+        assert indices[0] <= take_off and indices[-1] >= entry
+        assert indices[-1] - indices[0] + 1 <= 0.75 * frames
