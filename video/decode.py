@@ -19,6 +19,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from video.errors import TruncatedVideoError
 from video.localise import (
@@ -104,9 +105,10 @@ def _decode_localised(
         raise ValueError("_decode_localised needs a preprocessing with a motion_window")
     height = thumbnail_height(info.width, info.height)
     thumbnails = np.empty((last - first + 1, height, THUMBNAIL_WIDTH), dtype=np.uint8)
+    reformatter = VideoReformatter()
     for index, frame, _, _ in _decoded_frames(path, info, limits, last):
         if index >= first:
-            thumbnails[index - first] = grey_thumbnail(frame, height)
+            thumbnails[index - first] = grey_thumbnail(frame, height, reformatter)
     start, end = locate_action(motion_energy(thumbnails), info.fps if info.fps > 0 else ASSUMED_FPS, window)
     indices = sample_frame_indices(first + start, first + end, preprocessing.num_frames, preprocessing.sampling)
     return _decode_sampled(path, info, indices, preprocessing, limits)
@@ -160,23 +162,24 @@ def _decode_wanted_frames(
     frames = np.empty((len(wanted), crop, crop, 3), dtype=np.uint8)
     timestamps = np.full(len(wanted), np.nan)
     filled = 0
+    reformatter = VideoReformatter()
     for index, frame, seconds, sample_aspect in _decoded_frames(path, info, limits, int(wanted[-1])):
         if index == wanted[filled]:
-            frames[filled] = _preprocess_frame(frame, preprocessing, sample_aspect)
+            frames[filled] = _preprocess_frame(frame, preprocessing, sample_aspect, reformatter)
             timestamps[filled] = seconds
             filled += 1
     return frames, timestamps
 
 
 def _preprocess_frame(
-    frame: av.VideoFrame, preprocessing: Preprocessing, sample_aspect: Fraction | None
+    frame: av.VideoFrame, preprocessing: Preprocessing, sample_aspect: Fraction | None, reformatter: VideoReformatter
 ) -> np.ndarray:
     """One decoded frame -> uint8 RGB (crop, crop, 3) as shown (rotation applied)."""
     if preprocessing.stretch_to is not None:
         rgb = rotate_for_display(frame.to_ndarray(format="rgb24"), frame.rotation)
         width, height = preprocessing.stretch_to
         return stretch_and_crop(rgb, width, height, preprocessing.crop, preprocessing.stretch_filter)
-    small = resize_and_crop(frame, preprocessing.resize, preprocessing.crop, sample_aspect)
+    small = resize_and_crop(frame, preprocessing.resize, preprocessing.crop, sample_aspect, reformatter)
     return rotate_for_display(small, frame.rotation)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 from PIL import Image, UnidentifiedImageError
 
 from video.decode import DecodedVideo
@@ -59,7 +60,8 @@ def decode_frame_folder(
     first, last = frame_range(len(files), start_frame, end_frame)
     indices = sample_frame_indices(first, last, preprocessing.num_frames, preprocessing.sampling)
     wanted, slot = np.unique(indices, return_inverse=True)
-    frames = np.stack([_load_frame(files[i], preprocessing) for i in wanted])
+    reformatter = VideoReformatter()
+    frames = np.stack([_load_frame(files[i], preprocessing, reformatter) for i in wanted])
     width, height = _image_size(files[0])
     info = VideoInfo(
         codec=files[0].suffix.lower().lstrip("."),
@@ -78,7 +80,7 @@ def decode_frame_folder(
     return DecodedVideo(frames=frames[slot], frame_indices=indices, timestamps=timestamps, info=info)
 
 
-def _load_frame(path: Path, preprocessing: Preprocessing) -> np.ndarray:
+def _load_frame(path: Path, preprocessing: Preprocessing, reformatter: VideoReformatter) -> np.ndarray:
     try:
         with Image.open(path) as image:
             rgb = np.asarray(image.convert("RGB"))
@@ -90,7 +92,7 @@ def _load_frame(path: Path, preprocessing: Preprocessing) -> np.ndarray:
         width, height = preprocessing.stretch_to
         return stretch_and_crop(rgb, width, height, preprocessing.crop, preprocessing.stretch_filter)
     frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-    return resize_and_crop(frame, preprocessing.resize, preprocessing.crop)
+    return resize_and_crop(frame, preprocessing.resize, preprocessing.crop, reformatter=reformatter)
 
 
 def _image_size(path: Path) -> tuple[int, int]:

@@ -23,6 +23,7 @@ from typing import Any
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 THUMBNAIL_WIDTH = 80
 """Width in pixels of the grey thumbnails motion is measured on (height keeps the aspect, rounded to even)."""
@@ -88,6 +89,6 @@ def thumbnail_height(width: int, height: int) -> int:
     return max(2, 2 * round(THUMBNAIL_WIDTH * height / width / 2))
 
 
-def grey_thumbnail(frame: av.VideoFrame, height: int) -> np.ndarray:
-    """The frame's luma at ``THUMBNAIL_WIDTH`` x ``height`` (swscale), uint8."""
-    return frame.reformat(width=THUMBNAIL_WIDTH, height=height, format="gray").to_ndarray()
+def grey_thumbnail(frame: av.VideoFrame, height: int, reformatter: VideoReformatter) -> np.ndarray:
+    """The frame's luma at ``THUMBNAIL_WIDTH`` x ``height`` (swscale), uint8; one ``reformatter`` per video."""
+    return reformatter.reformat(frame, width=THUMBNAIL_WIDTH, height=height, format="gray").to_ndarray()

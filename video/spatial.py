@@ -11,6 +11,7 @@ from fractions import Fraction
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 from PIL import Image
 
 
@@ -45,14 +46,22 @@ def rotate_for_display(image: np.ndarray, rotation_degrees: float) -> np.ndarray
 
 
 def resize_and_crop(
-    frame: av.VideoFrame, resize: int, crop: int, sample_aspect: Fraction | None = None
+    frame: av.VideoFrame,
+    resize: int,
+    crop: int,
+    sample_aspect: Fraction | None = None,
+    reformatter: VideoReformatter | None = None,
 ) -> np.ndarray:
     """uint8 RGB (crop, crop, 3): bilinear resize so the short side is ``resize``, then centre crop.
 
-    The full-resolution frame is never converted to RGB; swscale scales and converts in one step.
+    The full-resolution frame is never converted to RGB; swscale scales and converts in one step. Pass one
+    ``reformatter`` for all frames of a video: it keeps its swscale context, whose set-up otherwise costs
+    more than the scaling (``benchmarks/bench_decode.py``); the pixels are the same.
     """
     width, height = short_side_size(frame.width, frame.height, resize, sample_aspect)
-    small = frame.reformat(width=width, height=height, format="rgb24", interpolation="BILINEAR")
+    if reformatter is None:
+        reformatter = VideoReformatter()
+    small = reformatter.reformat(frame, width=width, height=height, format="rgb24", interpolation="BILINEAR")
     return np.ascontiguousarray(center_crop(small.to_ndarray(), crop))
 
 
