@@ -7,7 +7,9 @@ Prints the median wall time of ``decode_video`` for the CoRe-sized input (103 x 
 (which declares no frame count; 4 s and 12 s), the two strategies for uniform sampling when the count is unknown:
 two passes (count packets without decoding, then decode and convert only the sampled frames: what
 ``decode_video`` does) against one pass (decode and convert every frame to the small size, keep them
-all, sample at the end).
+all, sample at the end). Last, it times converting the 103 sampled frames of the 4 s clip with one swscale
+context for the whole video (a shared ``VideoReformatter``, as ``decode_video`` does) against a new context
+for every frame (what ``VideoFrame.reformat`` does), alternating the two.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -48,13 +51,29 @@ def median_seconds(run: Callable[[], object], repeats: int) -> float:
 def decode_one_pass(path: Path, preprocessing: Preprocessing) -> np.ndarray:
     """Baseline: convert every frame while decoding, sample afterwards (memory grows with length)."""
     kept = []
+    reformatter = VideoReformatter()
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.codec_context.thread_type = "AUTO"
         for frame in container.decode(stream):
-            kept.append(resize_and_crop(frame, preprocessing.resize, preprocessing.crop))
+            kept.append(resize_and_crop(frame, preprocessing.resize, preprocessing.crop, reformatter=reformatter))
     indices = uniform_frame_indices(0, len(kept) - 1, preprocessing.num_frames)
     return np.stack([kept[i] for i in indices])
+
+
+def convert_sampled(path: Path, preprocessing: Preprocessing, shared_context: bool) -> np.ndarray:
+    """Decode the clip and convert its sampled frames, with one swscale context or a new one per frame."""
+    wanted = set(uniform_frame_indices(0, probe_video(path, count_frames=True).frame_count - 1,
+                                       preprocessing.num_frames).tolist())
+    reformatter = VideoReformatter() if shared_context else None
+    kept = []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_type = "AUTO"
+        for index, frame in enumerate(container.decode(stream)):
+            if index in wanted:
+                kept.append(resize_and_crop(frame, preprocessing.resize, preprocessing.crop, reformatter=reformatter))
+    return np.stack(kept)
 
 
 def main() -> None:
@@ -88,6 +107,14 @@ def main() -> None:
                 two = median_seconds(lambda p=preprocessing, m=mkv: decode_video(m, p), args.repeats)
                 one = median_seconds(lambda p=preprocessing, m=mkv: decode_one_pass(m, p), args.repeats)
                 print(f"  {clip_seconds} s mkv crop {name}: two-pass {two:.3f} s, one-pass {one:.3f} s")
+        print("swscale context per video (shared) vs per frame, 4 s mp4, sampled frames converted, alternating:")
+        for name, preprocessing in [("224", CORE), ("112", SMALL)]:
+            times: dict[bool, list[float]] = {True: [], False: []}
+            for _ in range(args.repeats):
+                for shared in (True, False):
+                    times[shared].append(median_seconds(lambda p=preprocessing, s=shared: convert_sampled(mp4, p, s), 1))
+            shared, per_frame = statistics.median(times[True]), statistics.median(times[False])
+            print(f"  crop {name}: shared {shared:.3f} s, per frame {per_frame:.3f} s ({per_frame / shared:.2f} x)")
 
 
 if __name__ == "__main__":

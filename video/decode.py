@@ -1,13 +1,16 @@
 """Decode a video file into the T preprocessed frames a model sees.
 
 Pipeline: probe (typed errors, limits) -> exact frame count (packets demuxed and counted, not
-decoded) -> [optional: the span that moves, from grey thumbnails of every frame] -> T uniform indices -> one threaded decode pass that converts only the sampled frames,
-each straight to the small target size, and stops after the last one.
+decoded) -> [when the preprocessing has a motion window: a pass over grey thumbnails of every frame finds
+the span that moves] -> T uniform indices -> one threaded decode pass that converts only the sampled
+frames, each straight to the small target size, and stops after the last one.
 
-Why two passes: counting packets took 8-12 ms where decoding took 0.35-1.2 s (4 s and 12 s
-854x480 H.264 clips, benchmarks/bench_decode.py, 2-core dev machine), and it spares converting and
-holding every frame: the one-pass alternative (convert all, sample at the end) took twice as long
-on the 12 s clip and its memory grows with the video's length.
+Why two passes: counting packets took 8-12 ms where decoding took 0.26-0.8 s (4 s and 12 s
+854x480 H.264 clips, benchmarks/bench_decode.py, 2-core machine), and it spares converting and
+holding every frame: the one-pass alternative (convert all, sample at the end) took as long or up to
+1.09 x longer, and its memory grows with the video's length. One swscale context (a shared
+``VideoReformatter``) serves all frames of a video: 1.07-1.10 x faster than a context per frame on an
+idle machine, and far more when other processes compete for the cores.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from video.errors import TruncatedVideoError
 from video.localise import (
     ASSUMED_FPS,
     THUMBNAIL_WIDTH,
+    MotionWindow,
     grey_thumbnail,
     locate_action,
     motion_energy,
@@ -78,7 +82,7 @@ def decode_video(
     info = probe_video(path, limits, count_frames=True)
     first, last = frame_range(info.frame_count, start_frame, end_frame)
     if preprocessing.motion_window is not None:
-        return _decode_localised(path, info, first, last, preprocessing, limits)
+        return _decode_localised(path, info, first, last, preprocessing, preprocessing.motion_window, limits)
     indices = sample_frame_indices(first, last, preprocessing.num_frames, preprocessing.sampling)
     return _decode_sampled(path, info, indices, preprocessing, limits)
 
@@ -93,16 +97,19 @@ def _decode_sampled(
 
 
 def _decode_localised(
-    path: Path, info: VideoInfo, first: int, last: int, preprocessing: Preprocessing, limits: VideoLimits
+    path: Path,
+    info: VideoInfo,
+    first: int,
+    last: int,
+    preprocessing: Preprocessing,
+    window: MotionWindow,
+    limits: VideoLimits,
 ) -> DecodedVideo:
     """Localise the action in ``[first, last]`` from grey thumbnails (first pass), then decode its samples.
 
-    Two passes: re-decoding is cheaper than preprocessing every frame of the range to keep the samples
-    (92 against 114 ms per 4 s 320x240 synthetic dive, 63 samples at 64x64), and memory stays bounded.
+    Two passes keep memory bounded at the same speed as one pass that preprocesses every frame of the range
+    and keeps them (24.7 against 25.4 ms per 320x240 synthetic dive with the demo's preprocessing, idle).
     """
-    window = preprocessing.motion_window
-    if window is None:
-        raise ValueError("_decode_localised needs a preprocessing with a motion_window")
     height = thumbnail_height(info.width, info.height)
     thumbnails = np.empty((last - first + 1, height, THUMBNAIL_WIDTH), dtype=np.uint8)
     reformatter = VideoReformatter()

@@ -36,8 +36,9 @@ class MotionWindow:
     """Settings of the motion-energy localiser; recorded in the model's preprocessing (and its fingerprint).
 
     The defaults were chosen on 200 synthetic dives (seed 11) against the renderer's own dive window (0.3 s
-    before take-off to 0.6 s after entry) and checked on 200 others (seed 12): mean IoU 0.952, 10th
-    percentile 0.912, median start and end within one frame (``benchmarks/bench_localise.py``).
+    before take-off to 0.6 s after entry) and checked on 400 others (seeds 12 and 13,
+    ``benchmarks/bench_localise.py``): mean IoU 0.952, 10th percentile 0.912, median start and end within
+    one frame, the whole flight inside the span for every dive.
     """
 
     threshold: float = 0.3

@@ -55,8 +55,8 @@ def resize_and_crop(
     """uint8 RGB (crop, crop, 3): bilinear resize so the short side is ``resize``, then centre crop.
 
     The full-resolution frame is never converted to RGB; swscale scales and converts in one step. Pass one
-    ``reformatter`` for all frames of a video: it keeps its swscale context, whose set-up otherwise costs
-    more than the scaling (``benchmarks/bench_decode.py``); the pixels are the same.
+    ``reformatter`` for all frames of a video: it keeps its swscale context instead of setting one up per
+    frame (``benchmarks/bench_decode.py``); the pixels are the same.
     """
     width, height = short_side_size(frame.width, frame.height, resize, sample_aspect)
     if reformatter is None:
