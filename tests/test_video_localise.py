@@ -47,6 +47,13 @@ def test_smoothing_averages_neighbours_before_the_threshold() -> None:
     assert locate_action(energy, fps=25.0, window=raw) == (3, 3)
 
 
+def test_clips_shorter_than_the_smoothing_stay_in_range() -> None:
+    window = MotionWindow(threshold=0.5, smoothing=5, before_s=0.0, after_s=0.0)
+    assert locate_action(np.array([4.0, 4.0]), fps=25.0, window=window) == (0, 1)
+    assert locate_action(np.array([0.0, 6.0, 0.0]), fps=25.0, window=window) == (0, 2)
+    assert locate_action(np.array([3.0]), fps=25.0, window=window) == (0, 0)
+
+
 def test_a_still_clip_keeps_its_whole_range() -> None:
     assert locate_action(np.zeros(12), fps=25.0, window=WINDOW) == (0, 11)
 

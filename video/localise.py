@@ -18,7 +18,7 @@ then grows towards the full clip, which is the safe direction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import av
@@ -55,8 +55,7 @@ class MotionWindow:
             raise ValueError(f"margins must be >= 0 seconds, got before_s={self.before_s}, after_s={self.after_s}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"threshold": self.threshold, "smoothing": self.smoothing, "before_s": self.before_s,
-                "after_s": self.after_s}
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MotionWindow:
@@ -74,8 +73,10 @@ def motion_energy(grey: np.ndarray) -> np.ndarray:
 
 def locate_action(energy: np.ndarray, fps: float, window: MotionWindow) -> tuple[int, int]:
     """The inclusive ``(start, end)`` frame span of the action, 0-based within ``energy``'s frames."""
-    count = len(energy)
-    smoothed = np.convolve(energy, np.ones(window.smoothing) / window.smoothing, mode="same")
+    count, half = len(energy), window.smoothing // 2
+    # Centred mean with zeros beyond the clip; slicing the full convolution keeps clips shorter than the kernel
+    # at their own length (numpy's mode="same" would return the kernel's).
+    smoothed = np.convolve(energy, np.ones(window.smoothing) / window.smoothing, mode="full")[half : half + count]
     peak = float(smoothed.max(initial=0.0))
     if peak <= 0.0:
         return 0, count - 1

@@ -31,9 +31,6 @@ _OPTIONAL_FIELDS = ("sampling", "stretch_to", "stretch_filter", "motion_window")
 class Preprocessing:
     """How frames become a model input tensor.
 
-    - ``motion_window``: when set, the frame range is first narrowed to the span where the video moves
-      (``video.localise``: the dive without the wait before it and the calm after it); ``None`` keeps the
-      whole range.
     - ``num_frames``: T frames per video (CoRe: 103), chosen by ``sampling``:
       ``"uniform"`` spreads them over the frame range, rounding half up (``video.sampling``);
       ``"uniform_floor"`` spreads them and rounds down, as FineDiving-TSA's ``np.linspace(...).astype(int)``;
@@ -48,6 +45,9 @@ class Preprocessing:
     - ``crop``: then a centred ``crop`` x ``crop`` square is cut (CoRe: 224).
     - ``normalization``: ``"kinetics"`` maps pixels to [-1, 1] (x / 127.5 - 1), the input range of the
       Kinetics I3D ports; ``"imagenet"`` uses ImageNet mean/std, as CoRe's training did.
+    - ``motion_window``: when set, the frame range is narrowed, before sampling, to the span where the video
+      moves (``video.localise``: the dive without the wait before it and the calm after it); ``None`` keeps
+      the whole range.
     """
 
     num_frames: int = 103
