@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import scipy.io
 
+from tests.paths import MTL_AQA_ANNOTATIONS, MTL_AQA_DIR
 from training.datasets import safe_pickle
 from training.datasets.aqa7 import AQA7_SCORE_RANGES, load_aqa7
 from training.datasets.finediving import load_finediving, read_finediving_annotations
@@ -24,13 +25,6 @@ from training.datasets.mtl_aqa import (
 )
 from training.datasets.records import DatasetError, DiveRecord
 from training.datasets.safe_pickle import UnsafePickleError
-
-MTL_AQA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mtl-aqa"
-MTL_ANNOTATIONS = MTL_AQA_DIR / "final_annotations_dict_with_dive_number.pkl"
-needs_mtl_aqa = pytest.mark.skipif(
-    not MTL_ANNOTATIONS.is_file(), reason=f"real MTL-AQA annotations not found in {MTL_AQA_DIR}"
-)
-
 
 # --- restricted unpickler ------------------------------------------------------------------------
 
@@ -116,11 +110,10 @@ def test_numpy_cannot_be_made_to_allocate_more_than_the_file() -> None:
         safe_pickle.loads(direct_ndarray)
 
 
-@needs_mtl_aqa
 def test_numpy1_module_paths_in_the_real_file_are_admitted() -> None:
     # The published file was written by numpy 1: its arrays name numpy.core.multiarray._reconstruct.
-    assert b"numpy.core.multiarray" in MTL_ANNOTATIONS.read_bytes()
-    annotations = safe_pickle.load(MTL_ANNOTATIONS)
+    assert b"numpy.core.multiarray" in MTL_AQA_ANNOTATIONS.read_bytes()
+    annotations = safe_pickle.load(MTL_AQA_ANNOTATIONS)
     assert isinstance(annotations[(1, 1)]["judge_scores"], np.ndarray)
 
 
@@ -233,7 +226,6 @@ def test_split_records_without_strata_and_bad_arguments() -> None:
 # --- MTL-AQA -------------------------------------------------------------------------------------
 
 
-@needs_mtl_aqa
 def test_mtl_aqa_real_annotations_annotations_only() -> None:
     split = load_mtl_aqa(MTL_AQA_DIR)
     everything = split.train + split.test
@@ -251,10 +243,9 @@ def test_mtl_aqa_real_annotations_annotations_only() -> None:
     assert split.train[0].key == "18_67"  # the split file's order is kept
 
 
-@needs_mtl_aqa
 def test_mtl_aqa_dive_number_is_rebuilt_from_parts_for_the_original_file(tmp_path: Path) -> None:
     # The original release, final_annotations_dict.pkl, has the dive parts but no dive_number.
-    real = safe_pickle.load(MTL_ANNOTATIONS)
+    real = safe_pickle.load(MTL_AQA_ANNOTATIONS)
     stripped = {k: {f: v for f, v in entry.items() if f != "dive_number"} for k, entry in real.items()}
     with open(tmp_path / "final_annotations_dict.pkl", "wb") as handle:
         pickle.dump(stripped, handle)
@@ -265,9 +256,8 @@ def test_mtl_aqa_dive_number_is_rebuilt_from_parts_for_the_original_file(tmp_pat
     assert dive_number_from_parts(armstand=1, rotation_type=0, ss_no=4, tw_no=3, position=0) == "6243D"
 
 
-@needs_mtl_aqa
 def test_mtl_aqa_source_videos_and_missing_sources(tmp_path: Path) -> None:
-    sources = sorted({int(r.key[:2]) for r in read_mtl_aqa_annotations(MTL_ANNOTATIONS).values()})
+    sources = sorted({int(r.key[:2]) for r in read_mtl_aqa_annotations(MTL_AQA_ANNOTATIONS).values()})
     for video in sources[1:]:
         (tmp_path / f"{video:02d}.mp4").write_bytes(b"")
     with pytest.raises(DatasetError, match=r"no frames folder or video for source\(s\) 01 "):

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.paths import MTL_AQA_DIR
 from training.datasets.label_check import (
     TOLERANCE,
     check_dataset,
@@ -16,12 +17,6 @@ from training.datasets.label_check import (
     panel_score,
 )
 from training.datasets.records import DatasetError, DiveRecord
-
-MTL_AQA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mtl-aqa"
-needs_mtl_aqa = pytest.mark.skipif(
-    not (MTL_AQA_DIR / "final_annotations_dict_with_dive_number.pkl").is_file(),
-    reason=f"real MTL-AQA annotations not found in {MTL_AQA_DIR}",
-)
 
 
 def test_panel_score_trims_seven_and_five_judge_panels() -> None:
@@ -33,7 +28,6 @@ def test_panel_score_trims_seven_and_five_judge_panels() -> None:
         panel_score([7.0] * 9, 3.0)
 
 
-@needs_mtl_aqa
 def test_real_mtl_aqa_annotations() -> None:
     report = check_dataset(MTL_AQA_DIR)
     assert (report.total, report.checked, len(report.skipped)) == (1412, 1412, 0)

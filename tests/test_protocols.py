@@ -24,6 +24,7 @@ from models.gart import GroupBoundaries
 from models.i3d import I3D
 from models.model_dir import BACKBONE_WEIGHTS, HEAD_WEIGHTS, BackboneConfig, LabelConfig, ModelConfig
 from tests.media import read_index, write_frame_folder, write_h264
+from tests.paths import MTL_AQA_DIR
 from training.datasets.mtl_aqa import load_mtl_aqa
 from training.datasets.records import DiveRecord
 from training.feature_cache import decode_record
@@ -44,11 +45,6 @@ from video.frame_folder import decode_frame_folder
 from video.preprocessing import Preprocessing
 from video.sampling import floor_uniform_frame_indices, sample_frame_indices, uniform_frame_indices
 
-MTL_AQA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mtl-aqa"
-needs_mtl_aqa = pytest.mark.skipif(
-    not (MTL_AQA_DIR / "final_annotations_dict_with_dive_number.pkl").is_file(),
-    reason=f"real MTL-AQA annotations not found in {MTL_AQA_DIR}",
-)
 SMALL = Preprocessing(num_frames=10, resize=40, crop=32)
 
 
@@ -179,7 +175,6 @@ def test_same_action_and_any_rules() -> None:
         choose_exemplars(replace(query, action_class="201A"), train, "same_action", 10)
 
 
-@needs_mtl_aqa
 def test_core_rule_on_the_real_mtl_aqa_split() -> None:
     split = load_mtl_aqa(MTL_AQA_DIR)
     voters = [choose_exemplars(q, split.train, "same_difficulty", 10, seed=0) for q in split.test]

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from tests.paths import MTL_AQA_ANNOTATIONS
 from training.synth import calibration
 from training.synth.calibration import AnnotationFileError, calibrate_from_mtl_aqa, load_annotation_pickle
 from training.synth.camera import BODY_PAD_M, Camera
@@ -32,8 +33,6 @@ from training.synth.preview import to_model_view
 from training.synth.render import DiveRenderer, RenderError, action_seconds
 from training.synth.scene import SynthDive, sample_labels, sample_synth_dive
 
-MTL_AQA = Path(__file__).parents[1] / ".." / "shared" / "data" / "mtl-aqa"
-REAL_ANNOTATIONS = MTL_AQA / "final_annotations_dict_with_dive_number.pkl"
 MODEL_CROP_FRACTION = 112 / 128  # resize short side to 128, centre-crop 112
 
 
@@ -85,11 +84,8 @@ def test_noise_free_panel_mean_leaves_only_judge_noise(labels):
     assert 0.97 < ceiling < 0.999
 
 
-@pytest.mark.skipif(
-    not REAL_ANNOTATIONS.is_file(), reason=f"real MTL-AQA annotations absent: {REAL_ANNOTATIONS}"
-)
 def test_constants_match_the_real_mtl_aqa_file():
-    real = calibrate_from_mtl_aqa(REAL_ANNOTATIONS)
+    real = calibrate_from_mtl_aqa(MTL_AQA_ANNOTATIONS)
     assert real.n_dives == 1412
     assert real.dd_counts == calibration.DD_COUNTS
     np.testing.assert_allclose(real.dive_mean_quantiles, calibration.DIVE_MEAN_QUANTILES, atol=1e-4)

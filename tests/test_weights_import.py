@@ -27,6 +27,7 @@ from models.model_dir import ModelConfig
 from models.weights import WeightImportError, convert_i3d_state_dict, import_core_checkpoint, import_i3d
 from models.weights.cli_commands import run_weights_import
 from tests.i3d_layout import REFERENCE_NUM_PARAMETERS, REFERENCE_NUM_TENSORS, is_parameter, reference_layout
+from tests.paths import MTL_AQA_DIR
 from tests.reference_i3d import (
     hassony2_layout,
     hassony2_mixed_5c,
@@ -38,7 +39,6 @@ from tests.reference_i3d import (
 from training.core_import import run_core_import
 from training.datasets import safe_pickle
 
-MTL_AQA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mtl-aqa"
 TOLERANCE = 1e-4
 
 
