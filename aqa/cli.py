@@ -15,7 +15,7 @@ from models.pretrained import DEMO_MODEL_DIR
 
 if TYPE_CHECKING:
     from service.settings import ServiceSettings
-    from training.pipeline import TrainingProfile
+    from training.profiles import TrainingProfile
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -324,7 +324,7 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _profile(name: str) -> TrainingProfile:
-    from training.pipeline import PROFILES
+    from training.profiles import PROFILES
 
     if name not in PROFILES:
         raise CliError(f"unknown profile {name!r}; choose from {', '.join(PROFILES)}")
@@ -332,7 +332,8 @@ def _profile(name: str) -> TrainingProfile:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from training.pipeline import check_head, train_model
+    from training.pipeline import train_model
+    from training.profiles import check_head
 
     profile = _profile(args.profile)
     try:

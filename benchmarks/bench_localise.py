@@ -28,7 +28,7 @@ import numpy as np
 from bench_channels_last import alternate
 
 from training.demo import DEMO_PROFILE
-from training.pipeline import PROFILES
+from training.profiles import PROFILES
 from training.synth.scene import sample_synth_dive
 from video.decode import decode_video
 

@@ -22,7 +22,7 @@ import numpy as np
 from bench_channels_last import alternate
 
 from training.demo import DEMO_PROFILE
-from training.pipeline import PROFILES
+from training.profiles import PROFILES
 from training.synth.render import encode_h264
 from training.synth.scene import sample_synth_dive
 from video.decode import decode_video

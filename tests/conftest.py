@@ -40,7 +40,8 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model directory made by our own training code with the ``tiny`` profile."""
-    from training.pipeline import PROFILES, train_model
+    from training.pipeline import train_model
+    from training.profiles import PROFILES
 
     out = tmp_path_factory.mktemp("tiny-model") / "model"
     train_model(tiny_dataset, out, PROFILES["tiny"], cache_dir=tmp_path_factory.mktemp("cache"), progress=False)
@@ -56,7 +57,8 @@ def head_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tpt_model_dir(tiny_dataset: Path, head_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A TPT model directory made by our training code with the ``tiny-tpt`` profile."""
-    from training.pipeline import PROFILES, train_model
+    from training.pipeline import train_model
+    from training.profiles import PROFILES
 
     out = tmp_path_factory.mktemp("tpt") / "tpt"
     train_model(tiny_dataset, out, PROFILES["tiny-tpt"], cache_dir=head_cache_dir, progress=False, head="tpt")
@@ -66,7 +68,8 @@ def tpt_model_dir(tiny_dataset: Path, head_cache_dir: Path, tmp_path_factory: py
 @pytest.fixture(scope="session")
 def pcln_model_dir(tiny_dataset: Path, head_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A PCLN model directory (exemplar-free at test time) made with the ``tiny-tpt`` profile."""
-    from training.pipeline import PROFILES, train_model
+    from training.pipeline import train_model
+    from training.profiles import PROFILES
 
     out = tmp_path_factory.mktemp("pcln") / "pcln"
     train_model(tiny_dataset, out, PROFILES["tiny-tpt"], cache_dir=head_cache_dir, progress=False, head="pcln")

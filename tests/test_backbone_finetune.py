@@ -18,7 +18,8 @@ from training.backbone import resample_frames, train_backbone
 from training.datasets.folder_csv import load_folder_csv
 from training.feature_cache import decode_record
 from training.frame_cache import cached_frames, oversampled
-from training.pipeline import PROFILES, label_config, train_model
+from training.pipeline import label_config, train_model
+from training.profiles import PROFILES
 from video.decode import decode_video
 from video.preprocessing import Preprocessing
 from video.sampling import uniform_frame_indices

@@ -17,7 +17,7 @@ from models.i3d import I3D
 from models.model_dir import BACKBONE_WEIGHTS, ModelConfig, ModelDirError
 from models.scorer import QueryLabels, Scorer
 from training.datasets.folder_csv import load_folder_csv
-from training.pipeline import PROFILES, train_model
+from training.pipeline import train_model
 from training.pretrain_lav import (
     PRETRAIN_REPORT,
     LAVPretrainConfig,
@@ -25,6 +25,7 @@ from training.pretrain_lav import (
     load_backbone_init,
     pretrain_lav,
 )
+from training.profiles import PROFILES
 
 # Small embedder, 6 clips per video (the tiny profile's 16 frames allow 9 starts), sigma in those 16 frames.
 TEST_CONFIG = LAVPretrainConfig(epochs=3, pairs_per_step=4, steps_per_video=6, sigma=2.0, hidden=32,

@@ -19,7 +19,8 @@ from models.scorer import QueryLabels, Scorer
 from models.tpt import TPTHead
 from training.datasets.folder_csv import load_folder_csv
 from training.datasets.records import DiveRecord
-from training.pipeline import PROFILES, check_head, keep_labelled, train_model
+from training.pipeline import keep_labelled, train_model
+from training.profiles import PROFILES, check_head
 from training.train_tpt import TPTTrainConfig, ranking_margin, train_tpt_head
 from video.decode import decode_video
 

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,25 +31,7 @@ from training.datasets.records import DiveRecord
 from training.feature_cache import decode_record
 from training.frame_cache import cached_frames, oversampled
 from training.metrics import spearman
-
-if TYPE_CHECKING:
-    from training.pipeline import TrainingProfile
-
-
-@dataclass(frozen=True)
-class BackboneTrainConfig:
-    epochs: int = 0  # 0: keep the weights, only re-estimate BatchNorm statistics
-    batch_size: int = 8
-    clips_per_step: int = 3
-    temporal_jitter: int = 3
-    resample_jitter: float = 0.0  # > 0: each step resamples a video's T frames from 2T - 1 cached ones
-    autocast_bfloat16: bool = False  # forward passes of fine-tuning in bfloat16 (weights, loss, optimizer in float32)
-    lr: float = 2e-3
-    action_class_weight: float = 0.0  # > 0: add this times the action-class cross-entropy to the regression loss
-    validate_every: int = 1  # epochs between validation probes (the last epoch is always validated)
-    weight_decay: float = 1e-4
-    batchnorm_videos: int = 64
-    seed: int = 0
+from training.profiles import TrainingProfile
 
 
 def _clip_batch(frames: np.ndarray | torch.Tensor, starts: Sequence[int], length: int,

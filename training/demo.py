@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 from training.model_card import read_card, write_card
-from training.pipeline import PROFILES, evaluate_model_dir, train_model
+from training.pipeline import evaluate_model_dir, train_model
+from training.profiles import PROFILES
 from training.synth.generate import generate_dataset
 
 TRAIN_SEED, TRAIN_DIVES = 1, 10000

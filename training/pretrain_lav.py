@@ -31,7 +31,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,13 +54,11 @@ from models.lav import (
 from models.model_dir import BACKBONE_WEIGHTS, ModelDirError
 from training.datasets.records import DatasetError
 from training.pairs import PairSampler, pairing_keys
+from training.profiles import TrainingProfile
 from video.decode import decode_video
 from video.errors import VideoError
 from video.preprocessing import Preprocessing
 from video.probe import probe_video
-
-if TYPE_CHECKING:
-    from training.pipeline import TrainingProfile
 
 PRETRAIN_REPORT = "pretrain.json"
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg"})
