@@ -76,7 +76,7 @@ export function alignmentChart({ path, queryClips, exemplarClips, onSelect }) {
   const left = 34, top = 10;
   const width = left + queryClips * cell + 10, height = top + exemplarClips * cell + 30;
   const svg = svgEl("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart alignment-chart", role: "img",
-    "aria-label": "Alignment of the dive's clips with the closest exemplar's clips", style: `max-width:${width * 1.5}px` });
+    "aria-label": "Alignment of the dive's clips with the closest exemplar's clips", style: `max-width:${width}px` });
   for (let i = 0; i < queryClips; i++) {
     const column = svgEl("rect", { x: left + i * cell, y: top, width: cell, height: exemplarClips * cell,
       fill: i % 2 ? "#f3f6f9" : "#eaf0f6", "data-clip": i, style: "cursor:pointer" });

@@ -142,6 +142,8 @@ async function follow(jobId, file) {
   $("job-card").hidden = false;
   $("result-card").hidden = true;
   $("job-name").textContent = file.name;
+  $("job-card").dataset.jobId = jobId;
+  delete $("job-message").dataset.slow;
   showMessage($("job-message"), "", "info");
   setStep("uploaded");
   while (token === followToken) {
@@ -202,6 +204,7 @@ function sleep(ms) { return new Promise((resolve) => setTimeout(resolve, ms)); }
 function renderResult(job, file) {
   const result = job.result;
   $("result-card").hidden = false;
+  $("result-card").dataset.jobId = job.id;
   renderFamiliarity(result.familiarity);
   $("score").textContent = fixed(result.score);
   const interval = result.interval;
@@ -310,7 +313,6 @@ function renderVideo(result, file) {
 function seek(seconds) {
   const video = $("video");
   video.currentTime = seconds;
-  $("timeline").dataset.seekedTo = String(seconds);
 }
 
 function renderAlignment(alignment) {
