@@ -19,6 +19,8 @@ from fastapi.testclient import TestClient
 
 import models.model_dir
 from service.app import create_app
+from service.batch import BatchInputError, list_inputs
+from service.client import ScoringClient
 from service.jobs import JobStore
 from service.jobs.redis import RedisJobStore
 from service.jobs.sqlite import SqliteJobStore
@@ -219,3 +221,24 @@ def test_the_pages_and_the_docs_assets_are_served_from_the_package(client: TestC
             assert client.get(asset).status_code == 200, asset
     assert (DOCS_ASSETS_DIR / "swagger-ui-bundle.js").stat().st_size > 100_000
     assert "/" not in client.get("/openapi.json").json()["paths"]  # pages stay out of the API schema
+
+
+def test_the_client_and_aqa_batch_carry_the_meet_fields(client: TestClient, tiny_dataset: Path,
+                                                        tmp_path: Path) -> None:
+    listing = tmp_path / "meet.csv"
+    listing.write_text("video,difficulty,competition,event,diver,round\n"
+                       f"{tiny_dataset / 'videos' / 'dive_00006.mp4'},2.4,Club cup,platform,Dee,3\n")
+    [item] = list_inputs(listing)
+    assert (item.competition, item.event, item.diver, item.round, item.difficulty) == \
+        ("Club cup", "platform", "Dee", 3, 2.4)
+    listing.write_text("video,round\ndive.mp4,third\n")
+    with pytest.raises(BatchInputError, match="round 'third' is not a whole number"):
+        list_inputs(listing)
+
+    with ScoringClient("http://testserver", api_key=SCORE_KEY, transport=client._transport) as api:
+        job = api.score(item.video, timeout=60, difficulty=item.difficulty, competition=item.competition,
+                        event=item.event, diver=item.diver, round=item.round)
+        assert (job.diver, job.round, job.status.value) == ("Dee", 3, "done")
+        results = api.event_results(competition="Club cup", event="platform")
+        assert [(s.rank, s.diver, s.total) for s in results.standings] == [(1, "Dee", round(job.result.score, 2))]
+        assert EventRef(competition="Club cup", event="platform", dives=1) in api.events()
