@@ -151,7 +151,8 @@ def test_a_dropped_dive_is_uploaded_followed_and_shown_with_the_apis_score(
     assert votes.nth(0).locator("td.vote-value").inner_text() == f"{first['vote'] * result['difficulty']:.2f}"
 
     # the video is the uploaded file; TPT's parts are spans on its timeline, and a click seeks there
-    page.wait_for_function("() => document.getElementById('video').readyState >= 1")
+    page.wait_for_function("() => document.getElementById('video').readyState >= 2")
+    page.screenshot(path=screenshots / "desk-tpt-result.png", full_page=True)
     parts = result["evidence"]["parts"]
     spans = page.locator(".part-span")
     assert spans.count() == len(parts) > 1
@@ -169,7 +170,7 @@ def test_a_dropped_dive_is_uploaded_followed_and_shown_with_the_apis_score(
     columns.nth(columns.count() - 1).click()
     last_clip_start = alignment["query_clip_seconds"][-1][0]
     page.wait_for_function(f"() => Math.abs(document.getElementById('video').currentTime - {last_clip_start}) < 0.01")
-    page.screenshot(path=screenshots / "desk-tpt-result.png", full_page=True)
+
 
 
 def test_a_video_unlike_the_training_dives_shows_the_familiarity_warning(
