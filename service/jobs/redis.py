@@ -7,11 +7,14 @@ Keys (``P`` is ``AQA_KEY_PREFIX``)::
     P counters      hash of cumulative counters (finished:<status>, latency:<stage>:<bucket|sum|count>)
     P batch:<id>    JSON BatchRecord
     P workers       hash: worker id -> {"fingerprint", "expires_at"}
+    P event:<e>     sorted set of the ids of jobs admitted with event key e = JSON [competition, event]
+    P events        hash: event key -> time of its latest admission
     P model:<fp>    JSON ModelDescription of a loaded model
 
 Admission, start and finish are Lua scripts, so each is one atomic step on the server: two workers
 finishing the same redelivered job cannot both store a result. Finished jobs expire after
-``result_expires`` seconds. The scripts name keys they build from the prefix (single Redis, not Cluster).
+``result_expires`` seconds; an event's index twice that after its latest admission or finished job,
+and ids of expired jobs are dropped from it when it is read. The scripts name keys they build from the prefix (single Redis, not Cluster).
 """
 
 from __future__ import annotations
@@ -22,7 +25,15 @@ import redis
 
 from models.results import ScoreResult
 from service.jobs import JobStore, latency_counter_increments
-from service.schemas import BatchRecord, JobError, JobRecord, JobRequest, JobStatus, ModelDescription
+from service.schemas import (
+    BatchRecord,
+    EventRef,
+    JobError,
+    JobRecord,
+    JobRequest,
+    JobStatus,
+    ModelDescription,
+)
 
 ADMIT = """
 local jobs = cjson.decode(ARGV[3])
@@ -31,6 +42,13 @@ for _, job in ipairs(jobs) do
   redis.call('HSET', ARGV[2] .. 'job:' .. job.id, 'status', 'queued', 'request', job.request,
              'created_at', job.created_at, 'attempts', 0)
   redis.call('ZADD', KEYS[1], tonumber(job.created_at), job.id)
+  if job.event then
+    local index = ARGV[2] .. 'event:' .. job.event
+    redis.call('ZADD', index, tonumber(job.created_at), job.id)
+    redis.call('EXPIRE', index, ARGV[4])
+    redis.call('HSET', ARGV[2] .. 'events', job.event, job.created_at)
+    redis.call('EXPIRE', ARGV[2] .. 'events', ARGV[4])
+  end
 end
 return 1
 """
@@ -80,8 +98,14 @@ class RedisJobStore(JobStore):
         return f"{self.prefix}counters"
 
     def admit(self, records: list[JobRecord], max_depth: int) -> bool:
-        jobs = [{"id": r.id, "request": r.request.model_dump_json(), "created_at": repr(r.created_at)} for r in records]
-        return bool(self._admit(keys=[self._active], args=[max_depth, self.prefix, json.dumps(jobs)]))
+        jobs = []
+        for r in records:
+            job = {"id": r.id, "request": r.request.model_dump_json(), "created_at": repr(r.created_at)}
+            if r.request.competition is not None or r.request.event is not None:
+                job["event"] = _event_key(r.request.competition, r.request.event)
+            jobs.append(job)
+        return bool(self._admit(keys=[self._active],
+                                args=[max_depth, self.prefix, json.dumps(jobs), 2 * self.result_expires]))
 
     def active_count(self) -> int:
         return self.client.zcard(self._active)
@@ -105,10 +129,13 @@ class RedisJobStore(JobStore):
         status = JobStatus.done if result is not None else JobStatus.failed
         field, payload = ("result", result.model_dump_json()) if result is not None else ("error", error.model_dump_json())
         increments = {f"finished:{status.value}": 1, **latency_counter_increments(record, result)}
-        return bool(self._finish(
+        finished = bool(self._finish(
             keys=[self._job_key(job_id), self._active, self._counters],
             args=[status.value, now, field, payload, self.result_expires, job_id, json.dumps(increments)],
         ))
+        if finished and (record.request.competition is not None or record.request.event is not None):
+            self._keep_event_index(record.request.competition, record.request.event)
+        return finished
 
     def unfinished_ids(self) -> list[str]:
         return self.client.zrange(self._active, 0, -1)
@@ -129,6 +156,34 @@ class RedisJobStore(JobStore):
 
     def counters(self) -> dict[str, float]:
         return {k: float(v) for k, v in self.client.hgetall(self._counters).items()}
+
+    def _keep_event_index(self, competition: str | None, event: str | None) -> None:
+        """Outlive the job that just finished: its record is kept ``result_expires`` from now."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.expire(f"{self.prefix}event:{_event_key(competition, event)}", 2 * self.result_expires)
+        pipe.expire(f"{self.prefix}events", 2 * self.result_expires)
+        pipe.execute()
+
+    def event_jobs(self, competition: str | None, event: str | None) -> list[JobRecord]:
+        index = f"{self.prefix}event:{_event_key(competition, event)}"
+        ids = self.client.zrange(index, 0, -1)
+        records = self.get_many(ids) if ids else []
+        expired = [job_id for job_id, record in zip(ids, records, strict=True) if record is None]
+        if expired:
+            self.client.zrem(index, *expired)
+        return [record for record in records if record is not None]
+
+    def events(self) -> list[EventRef]:
+        events_key = f"{self.prefix}events"
+        found = []
+        for key, last in self.client.hgetall(events_key).items():
+            competition, event = json.loads(key)
+            jobs = self.event_jobs(competition, event)
+            if jobs:
+                found.append((float(last), EventRef(competition=competition, event=event, dives=len(jobs))))
+            else:
+                self.client.hdel(events_key, key)
+        return [ref for _, ref in sorted(found, key=lambda pair: -pair[0])]
 
     def save_batch(self, batch: BatchRecord, ttl: float) -> None:
         self.client.set(f"{self.prefix}batch:{batch.id}", batch.model_dump_json(), ex=int(ttl))
@@ -171,6 +226,10 @@ class RedisJobStore(JobStore):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _event_key(competition: str | None, event: str | None) -> str:
+    return json.dumps([competition, event])
 
 
 def _record(job_id: str, values: list[str | None]) -> JobRecord | None:

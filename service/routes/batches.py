@@ -16,7 +16,16 @@ from service.dependencies import ServicesDep, require_read, require_score
 from service.dispatch import Services, new_id
 from service.errors import ApiError, error_responses
 from service.export import result_row, rows_to_csv
-from service.schemas import ArchiveSpec, Batch, BatchCreate, BatchItem, BatchRecord, JobRequest, JobStatus
+from service.schemas import (
+    MAX_ROUND,
+    ArchiveSpec,
+    Batch,
+    BatchCreate,
+    BatchItem,
+    BatchRecord,
+    JobRequest,
+    JobStatus,
+)
 from service.settings import ServiceSettings
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
@@ -121,19 +130,20 @@ def archive_requests(spec: ArchiveSpec, settings: ServiceSettings, batch_id: str
         entries = _csv_entries(folder, spec.labels_csv)
     else:
         pattern = folder.rglob("*") if spec.recursive else folder.glob("*")
-        entries = [(path, None, None) for path in sorted(pattern)  # a symlink may not lead out of the folder
+        entries = [(path, {}) for path in sorted(pattern)  # a symlink may not lead out of the folder
                    if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file() and path.resolve().is_relative_to(folder)]
     if not entries:
         raise ApiError(422, "empty_archive", f"The folder {spec.folder} holds no video files to score.")
     requests = [
         JobRequest(source_name=str(path.relative_to(folder)), video_path=str(path), owns_file=False,
-                   difficulty=difficulty, action_class=action_class, batch_id=batch_id)
-        for path, difficulty, action_class in entries
+                   competition=spec.competition, event=spec.event, batch_id=batch_id, **labels)
+        for path, labels in entries
     ]
     return folder, requests
 
 
-def _csv_entries(folder: Path, name: str) -> list[tuple[Path, float | None, str | None]]:
+def _csv_entries(folder: Path, name: str) -> list[tuple[Path, dict[str, object]]]:
+    """(video, its labels: difficulty, action_class, diver, round) for each row of the archive's CSV."""
     labels = (folder / name).resolve()
     if not labels.is_relative_to(folder) or not labels.is_file():
         raise ApiError(404, "archive_not_found", f"There is no file {name} in the archive folder.")
@@ -151,5 +161,13 @@ def _csv_entries(folder: Path, name: str) -> list[tuple[Path, float | None, str 
             except ValueError as exc:
                 raise ApiError(422, "invalid_request",
                                f"{name} line {line}: difficulty {row['difficulty']!r} is not a number.") from exc
-            entries.append((path, difficulty, row.get("action_class") or None))
+            try:
+                dive_round = int(row["round"]) if row.get("round") else None
+            except ValueError:
+                dive_round = 0
+            if dive_round is not None and not 1 <= dive_round <= MAX_ROUND:
+                raise ApiError(422, "invalid_request",
+                               f"{name} line {line}: round {row['round']!r} is not a whole number from 1 to {MAX_ROUND}.")
+            entries.append((path, {"difficulty": difficulty, "action_class": row.get("action_class") or None,
+                                   "diver": row.get("diver") or None, "round": dive_round}))
     return entries
