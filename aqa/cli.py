@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--preset", default="veryfast",
                    help="x264 preset: ultrafast encodes about 2 x faster for larger files (benchmarks/bench_render.py)")
+    p.add_argument("--style", default="demo",
+                   help="how dives are drawn: demo (the training style), or a shifted one the demo model never saw: "
+                        "body, camera, look, pool, shifted (all four); the same seed gives the same dives and labels")
+    p.add_argument("--non-dives", action="store_true",
+                   help="render clips that are not dives (a walking figure, FFmpeg test sources) with clips.csv")
     p.set_defaults(run=_synth)
 
     p = sub.add_parser("train", help="train a model directory (weights + bank + model card) from a dataset")
@@ -313,10 +318,18 @@ def format_result(result) -> str:
 
 def _synth(args: argparse.Namespace) -> int:
     from training.synth.generate import generate_dataset
+    from training.synth.nondive import generate_non_dives
 
     try:
+        if args.non_dives:
+            if args.style != "demo":
+                raise CliError("--style draws dives; it does not go with --non-dives")
+            clips = generate_non_dives(args.out, n=args.n, seed=args.seed, width=args.width, height=args.height,
+                                       fps=args.fps, workers=args.workers, preset=args.preset)
+            print(f"wrote {args.n} non-dive clips and {clips}")
+            return 0
         labels = generate_dataset(args.out, n=args.n, seed=args.seed, width=args.width, height=args.height,
-                                  fps=args.fps, workers=args.workers, preset=args.preset)
+                                  fps=args.fps, workers=args.workers, preset=args.preset, style=args.style)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     print(f"wrote {args.n} dives and {labels}")
