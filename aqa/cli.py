@@ -309,6 +309,12 @@ def format_result(result) -> str:
     lines.append("exemplars    id                 score   relative  vote   chosen because")
     for v in result.votes:
         lines.append(f"             {v.id:<18} {v.final_score:6.2f}  {v.relative:+7.2f}  {v.vote:6.2f}  {v.selected_because}")
+    familiarity = result.familiarity
+    if familiarity is not None and familiarity.in_distribution:
+        lines.append(f"familiarity  in distribution (percentile {familiarity.percentile:.0f} of the calibration dives)")
+    elif familiarity is not None:
+        lines.append(f"WARNING: {familiarity.message}")
+        lines += [f"  - {reason}" for reason in familiarity.reasons]
     t = result.timings
     if t:
         lines.append(f"time         decode {t['decode']:.2f}s  features {t['features']:.2f}s  "
