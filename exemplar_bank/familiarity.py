@@ -68,7 +68,8 @@ class Range(BaseModel):
         return self.low * (1 - tolerance) <= value <= self.high * (1 + tolerance)
 
     def describe(self, digits: int) -> str:
-        return f"{self.low:.{digits}f}-{self.high:.{digits}f}"
+        low, high = f"{self.low:.{digits}f}", f"{self.high:.{digits}f}"
+        return low if low == high else f"{low}-{high}"
 
 
 class InputRanges(BaseModel):
@@ -216,8 +217,8 @@ class FamiliarityCheck:
         percentile = self.percentile(pooled)
         reasons = []
         if percentile > self.calibration.threshold_percentile:
-            beyond = "every" if percentile == 100.0 else f"{percentile:.1f}% of the"
-            reasons.append(f"feature far from the bank: farther than {beyond} calibration dives "
+            beyond = "all" if percentile == 100.0 else f"{percentile:.1f}%"
+            reasons.append(f"feature far from the bank: farther than {beyond} of the calibration dives "
                            f"(flagged above {self.calibration.threshold_percentile:g}%)")
         if video is not None and self.calibration.inputs is not None:
             reasons += self.calibration.inputs.reasons(video)

@@ -65,7 +65,7 @@ class Familiarity(BaseModel):
     message: str | None = Field(default=None, description="What to make of it, in plain words, when not in "
                                 "distribution.")
     reasons: list[str] = Field(default_factory=list, description="Each check the video failed, e.g. 'frame rate "
-                               "12 fps outside the trained 25-25 fps'.")
+                               "12 fps outside the trained 25 fps'.")
 
 
 class ModelRef(BaseModel):

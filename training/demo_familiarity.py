@@ -119,8 +119,8 @@ def calibrate_demo(model_dir: Path = DEMO_MODEL_DIR) -> FamiliarityCalibration:
                          num_videos=len(durations))
     calibration = calibrate_familiarity(
         scorer.bank, validation_ids, inputs,
-        source=f"{len(validation_ids)} validation dives, each against the bank without itself (the demo's "
-               "validation rows, re-rendered and checked; training/demo_familiarity.py)")
+        source=f"{len(validation_ids)} validation dives left out of the reference statistics: the demo's "
+               "validation rows, re-rendered and checked by training/demo_familiarity.py")
     calibration.measured = measured
     calibration.save(model_dir)
     card = read_card(model_dir)

@@ -82,14 +82,17 @@ def _familiarity_lines(card: dict[str, Any]) -> list[str]:
               "of the bank's scores at its difficulty."), ""]
     inputs = familiarity.get("training_inputs")
     if inputs:
-        ranges = {key: f"{inputs[key]['low']:g}-{inputs[key]['high']:g}" for key in
-                  ("duration_seconds", "fps", "width", "height")}
-        lines += [(f"Training videos ({inputs['num_videos']:,}): {ranges['duration_seconds']} s, {ranges['fps']} fps, "
-                  f"{ranges['width']} x {ranges['height']} px, aspect {inputs['aspect']['low']:.2f}-"
-                  f"{inputs['aspect']['high']:.2f}."), ""]
+        def span(key: str, digits: int) -> str:
+            low, high = f"{inputs[key]['low']:.{digits}f}", f"{inputs[key]['high']:.{digits}f}"
+            return low if low == high else f"{low}-{high}"
+
+        lines += [(f"Training videos ({inputs['num_videos']:,}): {span('duration_seconds', 1)} s, {span('fps', 0)} fps, "
+                   f"{span('width', 0)} x {span('height', 0)} px, aspect {span('aspect', 2)}."), ""]
     measured = familiarity.get("measured") or {}
     if measured.get("table"):
         lines += [f"Measured by `{measured['command']}` on {measured['date']}:", "", measured["table"], ""]
+        if measured.get("extra"):
+            lines += [f"--extra {measured['extra']}.", ""]
     return lines
 
 
