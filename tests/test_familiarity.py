@@ -178,3 +178,25 @@ def test_aqa_score_prints_the_warning(non_dive_clip: Path, demo_style_dive: Path
     assert aqa_main(["score", str(demo_style_dive), "--difficulty", "3.0"]) == 0
     out = capsys.readouterr().out
     assert "WARNING" not in out and "familiarity  in distribution" in out
+
+
+def test_a_rebuilt_bank_is_recalibrated_or_loses_its_stale_calibration(tiny_model_dir: Path, tiny_dataset: Path,
+                                                                          tmp_path: Path) -> None:
+    import shutil
+
+    from training.datasets.records import DiveRecord
+    from training.pipeline import calibrate_familiarity_if_possible, rebuild_bank
+
+    bank = hand_made_bank()
+    records = [DiveRecord(key=e.id, final_score=e.final_score, difficulty=e.difficulty) for e in bank.exemplars]
+    calibration = calibrate_familiarity_if_possible(bank, [f"e{i}" for i in range(40)], records, source="test")
+    assert len(calibration.calibration_distances) == 40 and calibration.inputs is None  # no video files to probe
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    calibration.save(model)  # a calibration of another bank: rebuilding must not keep it
+    rebuild_bank(model, tiny_dataset, cache_dir=tmp_path / "cache", progress=False)
+    assert not (model / "familiarity.json").exists()
+    card = json.loads((model / "model_card.json").read_text())
+    assert card["familiarity"] == {"not_calibrated": "2 calibration dives (needs 20)"}
+    assert Scorer.from_dir(model).familiarity is None
