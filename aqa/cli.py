@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--preset", default="veryfast",
                    help="x264 preset: ultrafast encodes about 2 x faster for larger files (benchmarks/bench_render.py)")
+    p.add_argument("--style", default="demo",
+                   help="how dives are drawn: demo (the training style), or a shifted one the demo model never saw: "
+                        "body, camera, look, pool, shifted (all four); the same seed gives the same dives and labels")
+    p.add_argument("--non-dives", action="store_true",
+                   help="render clips that are not dives (a walking figure, FFmpeg test sources) with clips.csv")
     p.set_defaults(run=_synth)
 
     p = sub.add_parser("train", help="train a model directory (weights + bank + model card) from a dataset")
@@ -304,6 +309,12 @@ def format_result(result) -> str:
     lines.append("exemplars    id                 score   relative  vote   chosen because")
     for v in result.votes:
         lines.append(f"             {v.id:<18} {v.final_score:6.2f}  {v.relative:+7.2f}  {v.vote:6.2f}  {v.selected_because}")
+    familiarity = result.familiarity
+    if familiarity is not None and familiarity.in_distribution:
+        lines.append(f"familiarity  in distribution (percentile {familiarity.percentile:.0f} of the calibration dives)")
+    elif familiarity is not None:
+        lines.append(f"WARNING: {familiarity.message}")
+        lines += [f"  - {reason}" for reason in familiarity.reasons]
     t = result.timings
     if t:
         lines.append(f"time         decode {t['decode']:.2f}s  features {t['features']:.2f}s  "
@@ -313,10 +324,18 @@ def format_result(result) -> str:
 
 def _synth(args: argparse.Namespace) -> int:
     from training.synth.generate import generate_dataset
+    from training.synth.nondive import generate_non_dives
 
     try:
+        if args.non_dives:
+            if args.style != "demo":
+                raise CliError("--style draws dives; it does not go with --non-dives")
+            clips = generate_non_dives(args.out, n=args.n, seed=args.seed, width=args.width, height=args.height,
+                                       fps=args.fps, workers=args.workers, preset=args.preset)
+            print(f"wrote {args.n} non-dive clips and {clips}")
+            return 0
         labels = generate_dataset(args.out, n=args.n, seed=args.seed, width=args.width, height=args.height,
-                                  fps=args.fps, workers=args.workers, preset=args.preset)
+                                  fps=args.fps, workers=args.workers, preset=args.preset, style=args.style)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     print(f"wrote {args.n} dives and {labels}")

@@ -6,6 +6,8 @@ Layout::
     backbone.safetensors   backbone weights (I3D, piergiaj key layout)
     head.safetensors       head weights
     bank/                  the exemplar bank made with this backbone (see exemplar_bank.bank)
+    familiarity.json       how far from the bank training-style dives lie, and the training videos' formats
+                           (see exemplar_bank.familiarity; optional: without it results carry no familiarity)
     model_card.json        data, metrics, config and git commit that produced the weights
     MODEL_CARD.md          the same, for people
 
@@ -23,6 +25,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, Field, ValidationError
 
+from exemplar_bank.familiarity import FAMILIARITY_FILE
 from models.clips import ClipProtocol
 from video.preprocessing import Preprocessing
 
@@ -30,6 +33,7 @@ CONFIG = "config.json"
 BACKBONE_WEIGHTS = "backbone.safetensors"
 HEAD_WEIGHTS = "head.safetensors"
 BANK_DIR = "bank"
+FAMILIARITY = FAMILIARITY_FILE
 MODEL_CARD_JSON = "model_card.json"
 MODEL_CARD_MD = "MODEL_CARD.md"
 

@@ -9,6 +9,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+OUT_OF_DISTRIBUTION = "out_of_distribution"
+"""Error code of a job refused because its video is unlike the model's training dives (AQA_REFUSE_UNFAMILIAR)."""
+
 
 class ExemplarVote(BaseModel):
     """One exemplar's vote: its known score plus the relative score the head predicted against it."""
@@ -28,9 +31,11 @@ class Interval(BaseModel):
     low: float
     high: float
     level: float = 0.9
-    method: Literal["conformal", "votes"] = Field(
+    method: Literal["conformal", "votes", "unfamiliar"] = Field(
         description="'conformal': from held-out absolute residuals of this model (coverage measured on "
-        "its test split); 'votes': 5th-95th percentile of the exemplar votes (no calibration available)."
+        "its test split); 'votes': 5th-95th percentile of the exemplar votes (no calibration available); "
+        "'unfamiliar': the video is unlike the training dives, so the band is widened to hold the central 90% "
+        "of the bank's own scores (at the given difficulty) as well as the conformal band."
     )
 
 
@@ -46,6 +51,21 @@ class VideoSummary(BaseModel):
         "the span the motion localiser found.")
     seconds_read: tuple[float, float] | None = Field(
         default=None, description="The same span in seconds after the first frame (None without timing).")
+
+
+class Familiarity(BaseModel):
+    """How familiar a scored video is to the model (the ``familiarity`` of a score result)."""
+
+    percentile: float = Field(
+        description="How unusual the video's features are, as a percentile (0-100) of the model's calibration "
+        "dives: 50 is a typical training-style dive, 100 farther from the bank than every calibration dive.")
+    in_distribution: bool = Field(
+        description="False when the features are beyond the model's threshold percentile or the video's duration, "
+        "frame rate, resolution or aspect lie outside what it was trained on.")
+    message: str | None = Field(default=None, description="What to make of it, in plain words, when not in "
+                                "distribution.")
+    reasons: list[str] = Field(default_factory=list, description="Each check the video failed, e.g. 'frame rate "
+                               "12 fps outside the trained 25 fps'.")
 
 
 class ModelRef(BaseModel):
@@ -73,3 +93,6 @@ class ScoreResult(BaseModel):
     model: ModelRef
     video: VideoSummary | None = None
     timings: dict[str, float] = Field(default_factory=dict, description="Seconds per stage.")
+    familiarity: Familiarity | None = Field(
+        default=None, description="How much the video looks like the dives the model was trained on (None for a "
+        "model without a familiarity calibration).")

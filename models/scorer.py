@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from exemplar_bank.bank import ExemplarBank
+from exemplar_bank.familiarity import FamiliarityCalibration, FamiliarityCheck, prior_band
 from exemplar_bank.selection import Selection, select_exemplars
 from models.clips import ClipProtocol
 from models.feature_extractor import FeatureExtractor, Runtime
@@ -45,7 +46,8 @@ class QueryLabels:
 class Scorer:
     """A loaded model: feature extractor, head and exemplar bank, ready to score videos."""
 
-    def __init__(self, config: ModelConfig, extractor: FeatureExtractor, head: ScoringHead, bank: ExemplarBank) -> None:
+    def __init__(self, config: ModelConfig, extractor: FeatureExtractor, head: ScoringHead, bank: ExemplarBank,
+                 familiarity: FamiliarityCalibration | None = None) -> None:
         bank.check_fingerprint(extractor.fingerprint)
         self.config = config
         self.extractor = extractor
@@ -54,6 +56,7 @@ class Scorer:
         self.fingerprint = extractor.fingerprint
         self.preprocessing = extractor.preprocessing
         self._bank_labels = torch.tensor([self._label_of(e.final_score, e.difficulty) for e in bank.exemplars])
+        self.familiarity = FamiliarityCheck(familiarity, bank) if familiarity is not None else None
 
     @classmethod
     def from_dir(cls, model_dir: Path, device: str = "cpu", runtime: Runtime = "torch", onnx_threads: int = 0,
@@ -72,7 +75,7 @@ class Scorer:
         head = build_head(config.head, config.backbone.feature_dim, config.labels.scale, config.head_config,
                           load_file(str(model_dir / HEAD_WEIGHTS)))
         bank = ExemplarBank.load(model_dir / BANK_DIR, expected_fingerprint=extractor.fingerprint)
-        return cls(config, extractor, head, bank)
+        return cls(config, extractor, head, bank, FamiliarityCalibration.load(model_dir))
 
     @property
     def model_ref(self) -> ModelRef:
@@ -107,6 +110,7 @@ class Scorer:
                                     duration_seconds=info.duration_seconds, frame_count=info.frame_count,
                                     frames_read=(int(decoded.frame_indices[0]), int(decoded.frame_indices[-1])),
                                     seconds_read=seconds if all(np.isfinite(seconds)) else None)
+        self._check_familiarity(result, clip_features.mean(0), result.video)
         result.timings = {"decode": t1 - t0, "features": t2 - t1, "voting": t3 - t2, "total": t3 - t0}
         return result
 
@@ -143,7 +147,7 @@ class Scorer:
         evidence = dict(head_votes.evidence)
         if self.config.alignment_evidence:
             evidence.update(self._alignment(clip_features, pooled, selection.indices, exclude_ids))
-        return ScoreResult(
+        result = ScoreResult(
             score=score,
             exemplar_free=not self.head.uses_exemplars,
             interval=self._interval(score, final_votes, factor),
@@ -156,6 +160,26 @@ class Scorer:
             evidence=evidence,
             model=self.model_ref,
         )
+        self._check_familiarity(result, pooled)
+        return result
+
+    def _check_familiarity(self, result: ScoreResult, pooled: torch.Tensor, video: VideoSummary | None = None,
+                           ) -> None:
+        """Attach the query's familiarity (exemplar_bank.familiarity); the interval of an unfamiliar query
+        becomes the hull of its conformal band and the central 90% of the bank's scores (at the given
+        difficulty when the head regresses execution, else of final scores): never a narrow band around a
+        guess the model cannot vouch for."""
+        if self.familiarity is None:
+            return
+        result.familiarity = self.familiarity.assess(pooled, video)
+        if result.familiarity.in_distribution:
+            return
+        if result.difficulty_source == "given":
+            low, high = (result.difficulty * bound for bound in prior_band(self._bank_labels.numpy()))
+        else:
+            low, high = prior_band(np.array([e.final_score for e in self.bank.exemplars]))
+        result.interval = Interval(low=min(result.interval.low, low), high=max(result.interval.high, high),
+                                   method="unfamiliar")
 
     def _alignment(self, clip_features: torch.Tensor, pooled: torch.Tensor, voters: list[int],
                    exclude_ids: frozenset[str]) -> dict[str, dict]:

@@ -158,6 +158,7 @@ def _score_embedded(todo: list[BatchInput], settings: ServiceSettings,
     from models.scorer import QueryLabels
     from video.errors import VideoError
     from workers.model_cache import get_scorer
+    from workers.runner import refusal
 
     scorer = get_scorer(settings) if todo else None
     for item in todo:
@@ -171,7 +172,9 @@ def _score_embedded(todo: list[BatchInput], settings: ServiceSettings,
             log.exception("scoring %s failed", item.video)
             record(result_row(item.source, None, "failed", error=JobError(code="internal_error", message=str(exc))))
             continue
-        record(result_row(item.source, None, "done", result))
+        refused = refusal(result, settings)
+        record(result_row(item.source, None, "failed", error=refused) if refused else
+               result_row(item.source, None, "done", result))
 
 
 def _rewrite(out: Path, rows: list[dict[str, str]]) -> None:

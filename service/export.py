@@ -12,7 +12,7 @@ from service.schemas import JobError
 COLUMNS = (
     "source", "job_id", "status", "score", "interval_low", "interval_high", "interval_method", "difficulty",
     "difficulty_source", "execution_score", "action_class", "vote_spread", "model_id", "model_version",
-    "error_code", "error_message", "seconds",
+    "error_code", "error_message", "seconds", "in_distribution", "familiarity_percentile", "familiarity_reasons",
 )
 
 
@@ -31,6 +31,10 @@ def result_row(source: str, job_id: str | None, status: str, result: ScoreResult
             model_id=result.model.id, model_version=result.model.version,
             seconds=round(result.timings["total"], 3) if "total" in result.timings else None,
         )
+        if result.familiarity is not None:
+            row.update(in_distribution=result.familiarity.in_distribution,
+                       familiarity_percentile=result.familiarity.percentile,
+                       familiarity_reasons="; ".join(result.familiarity.reasons))
     if error is not None:
         row.update(error_code=error.code, error_message=error.message)
     return row

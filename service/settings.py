@@ -103,6 +103,10 @@ class ServiceSettings(BaseSettings):
     task_time_limit: float = Field(360.0, gt=0, description="Hard limit: the worker process is killed.")
     result_expires: int = Field(7 * 24 * 3600, gt=0, description="Seconds finished jobs and results are kept.")
     embedded_workers: int = Field(1, ge=1, description="Scoring threads of the embedded pool.")
+    refuse_unfamiliar: bool = Field(
+        False, description="Fail a job with `out_of_distribution` (HTTP 422 when waited for) instead of scoring a "
+        "video unlike the model's training dives (see the result's `familiarity`). Off: score it and flag it."
+    )
     worker_heartbeat_seconds: float = Field(
         10.0, gt=0, description="How often workers announce themselves; gone after three missed beats."
     )

@@ -30,6 +30,26 @@ def clip_2s(media_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def demo_style_dive(media_dir: Path) -> Path:
+    """A fresh synthetic dive drawn as the demo model's training dives (seed 4242, 320x240, 25 fps)."""
+    from training.synth.generate import generate_dataset
+
+    generate_dataset(media_dir / "demo-style", n=1, seed=4242, progress=False)
+    return media_dir / "demo-style" / "videos" / "dive_00000.mp4"
+
+
+@pytest.fixture(scope="session")
+def non_dive_clip(media_dir: Path) -> Path:
+    """A clip that is no dive: FFmpeg's testsrc2 pattern, 320x240 at 25 fps (``aqa synth --non-dives``)."""
+    from training.synth.nondive import clip_kind, render_non_dive
+
+    assert clip_kind(1) == "testsrc2"
+    path = media_dir / "testsrc2.mp4"
+    render_non_dive(path, seed=0, index=1)
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """24 synthetic dives at 160x120 in the folder + CSV layout (seconds to render)."""
     from training.synth.generate import generate_dataset

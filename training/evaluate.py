@@ -34,6 +34,9 @@ class Evaluation:
     predictions: list[dict[str, Any]] = field(repr=False)
     synthetic_readout: dict[str, Any] | None = None
     """On a synthetic set (``aqa synth``): ceiling and fault read-out, :mod:`training.synth.readout`."""
+    familiarity: dict[str, Any] | None = None
+    """For a model with a familiarity check: the share of dives flagged unfamiliar and the interval coverage of
+    the flagged and the other dives (features only: the input-range checks need the files)."""
 
     def summary(self) -> dict[str, Any]:
         data = asdict(self)
@@ -62,6 +65,7 @@ def evaluate_scorer(scorer: Scorer, records: list[DiveRecord], clip_features: to
             "difficulty": record.difficulty, "difficulty_used": result.difficulty,
             "action_class": record.action_class, "interval_low": result.interval.low,
             "interval_high": result.interval.high, "vote_spread": result.vote_spread,
+            "in_distribution": None if result.familiarity is None else result.familiarity.in_distribution,
         }
         if "parts" in result.evidence:
             row["tpt_parts"] = tpt_parts_in_frames(result.evidence["parts"], scorer.extractor.clips)
@@ -111,12 +115,26 @@ def summarize(rows: list[dict[str, Any]], score_range: tuple[float, float]) -> E
         difficulty_only = spearman(difficulty, true)
     classes = [r["action_class"] for r in rows]
     per_class = per_class_spearman(pred, true, classes) if any(classes) else {}
-    inside = [r["interval_low"] <= r["true_final"] <= r["interval_high"] for r in rows]
+    inside = np.array([r["interval_low"] <= r["true_final"] <= r["interval_high"] for r in rows])
     return Evaluation(
         num_dives=len(rows), final=final, execution=execution, difficulty_only_spearman=difficulty_only,
         fisher_z_spearman=fisher_z_average(list(per_class.values())) if per_class else None,
         per_class_spearman=per_class, interval_coverage=float(np.mean(inside)), predictions=rows,
+        familiarity=familiarity_rates(rows, inside),
     )
+
+
+def familiarity_rates(rows: list[dict[str, Any]], inside: np.ndarray) -> dict[str, Any] | None:
+    """Flag rate and interval coverage split by the flag (None when the model has no familiarity check)."""
+    if any(r.get("in_distribution") is None for r in rows):
+        return None
+    familiar = np.array([r["in_distribution"] for r in rows], bool)
+
+    def coverage(mask: np.ndarray) -> float | None:
+        return float(inside[mask].mean()) if mask.any() else None
+
+    return {"flagged": int((~familiar).sum()), "flag_rate": float((~familiar).mean()),
+            "coverage_unflagged": coverage(familiar), "coverage_flagged": coverage(~familiar)}
 
 
 def plot_scatter(evaluation: Evaluation, path: Path, title: str) -> None:

@@ -68,6 +68,34 @@ def _readout_rows(card: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _familiarity_lines(card: dict[str, Any]) -> list[str]:
+    """The familiarity check (``exemplar_bank/familiarity.py``): its rule, the training formats, what it measured."""
+    familiarity = card.get("familiarity")
+    if not familiarity:
+        return []
+    lines = ["## Familiarity: does a video look like the training dives?", ""]
+    if "not_calibrated" in familiarity:
+        return lines + [f"Not calibrated ({familiarity['not_calibrated']}): results carry no familiarity.", ""]
+    lines += [(f"A video is flagged `in_distribution: false` when the {familiarity['measure']} lies above the "
+              f"{familiarity['flag_above_percentile']:g}th percentile of its calibration ({familiarity['calibration']}), "
+              "or when its format lies outside the training videos'; its interval then widens to the central 90% "
+              "of the bank's scores at its difficulty."), ""]
+    inputs = familiarity.get("training_inputs")
+    if inputs:
+        def span(key: str, digits: int) -> str:
+            low, high = f"{inputs[key]['low']:.{digits}f}", f"{inputs[key]['high']:.{digits}f}"
+            return low if low == high else f"{low}-{high}"
+
+        lines += [(f"Training videos ({inputs['num_videos']:,}): {span('duration_seconds', 1)} s, {span('fps', 0)} fps, "
+                   f"{span('width', 0)} x {span('height', 0)} px, aspect {span('aspect', 2)}."), ""]
+    measured = familiarity.get("measured") or {}
+    if measured.get("table"):
+        lines += [f"Measured by `{measured['command']}` on {measured['date']}:", "", measured["table"], ""]
+        if measured.get("extra"):
+            lines += [f"--extra {measured['extra']}.", ""]
+    return lines
+
+
 def render_markdown(card: dict[str, Any]) -> str:
     lines = [f"# Model card: {card['model_id']} {card['version']}", "", card.get("summary", ""), ""]
     lines += ["## Quality (data the model never saw)", "",
@@ -79,6 +107,7 @@ def render_markdown(card: dict[str, Any]) -> str:
     lines += ["", ("Execution = final score / difficulty. The difficulty-only column ranks dives by their "
               "difficulty degree alone: the baseline a final-score rho must beat."), ""]
     lines += _readout_rows(card)
+    lines += _familiarity_lines(card)
     lines += ["## Data", "", "```json", json.dumps(card.get("data", {}), indent=2), "```", ""]
     lines += ["## Training", "", "```json", json.dumps(card.get("training", {}), indent=2), "```", ""]
     lines += ["## Code", "", f"git commit: `{card.get('git_commit', 'unknown')}`", ""]

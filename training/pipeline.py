@@ -9,8 +9,9 @@
 4. train the head (``core``, ``tpt`` or ``pcln``) on training dives, keeping the epoch with the best
    validation Spearman;
 5. build the exemplar bank (train + validation dives), calibrate the 90% interval on validation
-   residuals (split conformal), evaluate on the test split;
-6. write weights, bank, config, run report and model card.
+   residuals (split conformal) and the familiarity check on the validation dives' distances to the bank
+   and the training videos' formats (``exemplar_bank/familiarity.py``), evaluate on the test split;
+6. write weights, bank, config, familiarity calibration, run report and model card.
 
 Options: ``init_backbone`` starts step 2 from a ``backbone.safetensors`` (e.g. written by LAV
 pretraining, ``training/pretrain_lav.py``; such a model also reports its LAV alignment path as
@@ -33,6 +34,8 @@ import torch
 from safetensors.torch import save_file
 
 from exemplar_bank.bank import Exemplar, ExemplarBank
+from exemplar_bank.familiarity import FamiliarityCalibration, InputRanges, why_not_calibrated
+from exemplar_bank.familiarity import calibrate as calibrate_familiarity
 from models.feature_extractor import FeatureExtractor
 from models.file_hash import file_sha256
 from models.heads import CoReScoringHead, PCLNScoringHead, ScoringHead, TPTScoringHead
@@ -40,6 +43,7 @@ from models.i3d import I3D
 from models.model_dir import (
     BACKBONE_WEIGHTS,
     BANK_DIR,
+    FAMILIARITY,
     HEAD_WEIGHTS,
     BackboneConfig,
     CalibrationConfig,
@@ -60,6 +64,8 @@ from training.profiles import HEAD_TITLES, HeadName, TrainingProfile, check_head
 from training.train_core import train_core_head
 from training.train_pcln import train_pcln
 from training.train_tpt import train_tpt_head
+from video.errors import VideoError
+from video.probe import probe_video
 
 EXECUTION_SCALE = 30.0  # three judges x 10 points: execution labels lie in [0, 30]
 
@@ -177,7 +183,10 @@ def train_model(dataset: Path, out: Path, profile: TrainingProfile, cache_dir: P
     config.calibration = calibrate(validation, labels_config)
 
     bank = make_bank(train + val, torch.cat([features["train"], features["val"]]), fingerprint)
-    scorer = Scorer(config, extractor, scoring_head, bank)
+    familiarity = calibrate_familiarity_if_possible(
+        bank, [r.key for r in val], train + val,
+        source=f"{len(val)} validation dives, left out of the reference statistics")
+    scorer = Scorer(config, extractor, scoring_head, bank, familiarity)
     test_evaluation = add_synthetic_readout(
         evaluate_scorer(scorer, test, features["test"], labels_config.final_score_range), dataset)
     timings["total"] = time.perf_counter() - started
@@ -187,6 +196,8 @@ def train_model(dataset: Path, out: Path, profile: TrainingProfile, cache_dir: P
     save_file({k: v.contiguous() for k, v in backbone.state_dict().items()}, str(out / BACKBONE_WEIGHTS))
     save_file({k: v.contiguous() for k, v in result.module.state_dict().items()}, str(out / HEAD_WEIGHTS))
     bank.save(out / BANK_DIR)
+    if familiarity is not None:
+        familiarity.save(out)
     test_evaluation.write(out / "report", f"{config.model_id}: test split")
     (out / "report" / "training.json").write_text(json.dumps(
         {"backbone_history": backbone_history, "head_history": result.history,
@@ -204,6 +215,8 @@ def train_model(dataset: Path, out: Path, profile: TrainingProfile, cache_dir: P
                      "seconds": {k: round(v, 1) for k, v in timings.items()}},
         "evaluations": {"test split": test_evaluation.summary()},
         "calibration": config.calibration.model_dump() if config.calibration else None,
+        "familiarity": familiarity_summary(familiarity) if familiarity else {
+            "not_calibrated": why_not_calibrated(bank, [r.key for r in val])},
         "git_commit": git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
@@ -246,6 +259,36 @@ def _train_head(head: HeadName, profile: TrainingProfile, train: list[DiveRecord
     config = {**core.head.config(), "boundaries": core.boundaries.to_list()}
     return TrainedHead(CoReScoringHead(core.head, core.boundaries), core.head, config, profile.head.to_dict(),
                        core.history, core.best_epoch)
+
+
+def training_input_ranges(records: list[DiveRecord]) -> InputRanges | None:
+    """Duration, frame rate, size and aspect ranges of the records' video files (None without any file)."""
+    videos = []
+    for record in records:
+        if record.video is not None and record.video.is_file():
+            try:
+                videos.append(probe_video(record.video))
+            except VideoError:  # the features came from its frames all the same; its format is not known
+                continue
+    return InputRanges.of(videos) if videos else None
+
+
+def calibrate_familiarity_if_possible(bank: ExemplarBank, calibration_ids: list[str], records: list[DiveRecord],
+                                     source: str) -> FamiliarityCalibration | None:
+    """The familiarity calibration on ``calibration_ids`` with ``records``' video formats, or None when the bank
+    or the calibration set is too small for one (the model then scores without a familiarity)."""
+    if why_not_calibrated(bank, calibration_ids) is not None:
+        return None
+    return calibrate_familiarity(bank, calibration_ids, training_input_ranges(records), source=source)
+
+
+def familiarity_summary(familiarity: FamiliarityCalibration) -> dict[str, Any]:
+    """The model card's view of ``familiarity.json``: the rule and the training ranges, not the distances."""
+    return {"measure": "squared Mahalanobis distance of the clip-averaged feature from the bank's other exemplars",
+            "calibration": familiarity.calibration_source,
+            "flag_above_percentile": familiarity.threshold_percentile,
+            "training_inputs": familiarity.inputs.model_dump() if familiarity.inputs else None,
+            "measured": familiarity.measured}
 
 
 def keep_labelled(train: list[DiveRecord], fraction: float, seed: int) -> list[DiveRecord]:
@@ -293,13 +336,27 @@ def evaluate_model_dir(model_dir: Path, dataset: Path, cache_dir: Path, out: Pat
     return evaluation
 
 
-def rebuild_bank(model_dir: Path, dataset: Path, cache_dir: Path, progress: bool = True) -> ExemplarBank:
-    """Replace a model's exemplar bank with the dives of ``dataset``, embedded by the model's backbone."""
+def rebuild_bank(model_dir: Path, dataset: Path, cache_dir: Path, progress: bool = True,
+                 calibration_fraction: float = 0.1, seed: int = 0) -> ExemplarBank:
+    """Replace a model's exemplar bank with the dives of ``dataset``, embedded by the model's backbone, and
+    recalibrate its familiarity check on ``calibration_fraction`` of them (stratified, seeded)."""
     extractor = FeatureExtractor.from_model_dir(model_dir)
     records = load_dataset(dataset)
     cache = FeatureCache(cache_dir, extractor.fingerprint, extractor.preprocessing, extractor)
     bank = make_bank(records, cache.get_many(records, progress=progress), extractor.fingerprint)
     bank.save(model_dir / BANK_DIR)
+    held_out = [r.key for r in split_records(records, calibration_fraction, seed=seed).test]
+    familiarity = calibrate_familiarity_if_possible(
+        bank, held_out, records, source=f"{len(held_out)} of the bank's dives (aqa bank build), left out of the "
+                                        "reference statistics")
+    (model_dir / FAMILIARITY).unlink(missing_ok=True)  # the old one describes the old bank
+    if familiarity is not None:
+        familiarity.save(model_dir)
+    card = read_card(model_dir)
+    if card:
+        card["familiarity"] = familiarity_summary(familiarity) if familiarity else {
+            "not_calibrated": why_not_calibrated(bank, held_out)}
+        write_card(model_dir, card)
     return bank
 
 

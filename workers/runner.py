@@ -1,7 +1,8 @@
 """Run one scoring job against the job store: the step the Celery task and the embedded pool share.
 
 start (count the attempt; skip a job that already finished) -> score with the process's Scorer ->
-finish (the first stored outcome wins) -> delete the uploaded copy. Scoring itself is
+(with ``AQA_REFUSE_UNFAMILIAR``, refuse a video unlike the training dives) -> finish (the first stored
+outcome wins) -> delete the uploaded copy. Scoring itself is
 :meth:`models.scorer.Scorer.score`; nothing here knows how a score is made.
 """
 
@@ -12,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from models.results import OUT_OF_DISTRIBUTION, ScoreResult
 from models.scorer import QueryLabels, Scorer
 from service.jobs import JobStore
 from service.schemas import JobError, JobRecord
@@ -35,6 +37,17 @@ def internal_error(job_id: str) -> JobError:
         message="The server could not score this video because of an internal error. "
         f"The operator can find the details in the worker log under job {job_id}.",
     )
+
+
+def refusal(result: ScoreResult, settings: ServiceSettings) -> JobError | None:
+    """The ``out_of_distribution`` error for an unfamiliar video when the service refuses those, else None."""
+    familiarity = result.familiarity
+    if not settings.refuse_unfamiliar or familiarity is None or familiarity.in_distribution:
+        return None
+    return JobError(code=OUT_OF_DISTRIBUTION,
+                    message=f"This video is unlike the dives this model was trained on ({'; '.join(familiarity.reasons)}), "
+                    "and this server refuses to score such videos. Send a clip of one dive filmed like the model's "
+                    "training videos, or ask the operator.")
 
 
 def run_job(
@@ -61,6 +74,8 @@ def run_job(
             QueryLabels(difficulty=request.difficulty, action_class=request.action_class),
             limits=settings.video_limits,
         )
+        error = refusal(result, settings)
+        result = None if error else result
     except VideoError as exc:
         error = JobError(code=exc.code, message=exc.reason)
     except ConfigurationError as exc:

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from models.results import OUT_OF_DISTRIBUTION
 from service.dependencies import ServicesDep, require_read, require_score
 from service.dispatch import Services, new_id
 from service.errors import ApiError, error_responses
@@ -57,7 +58,8 @@ def status_url(job_id: str) -> str:
     summary="Upload a dive video to score",
     description="Streams the upload to disk (413 over AQA_MAX_UPLOAD_BYTES), checks that it is a usable video "
     "by probing it (422 with a reason if not), and queues it (429 with Retry-After when the queue is full). "
-    "With `?wait=SECONDS` the finished job is returned inline (200) if it finishes in time.",
+    "With `?wait=SECONDS` the finished job is returned inline (200) if it finishes in time; a video the server "
+    "refuses as unlike the model's training dives (AQA_REFUSE_UNFAMILIAR) answers 422 `out_of_distribution`.",
     responses={200: {"model": Job, "description": "The job finished within `wait` seconds."},
                **error_responses(400, 401, 403, 413, 415, 422, 429, 503)},
     openapi_extra=UPLOAD_FORM,
@@ -88,6 +90,8 @@ async def submit_score(
         raise
     if wait > 0:
         finished = await _wait_for(services, job_id, min(wait, settings.max_wait_seconds))
+        if finished is not None and finished.error is not None and finished.error.code == OUT_OF_DISTRIBUTION:
+            raise ApiError(422, OUT_OF_DISTRIBUTION, finished.error.message)
         if finished is not None:
             return JSONResponse(Job.from_record(finished).model_dump(mode="json"), status_code=200)
     accepted = JobAccepted(job_id=job_id, status=record.status, status_url=status_url(job_id))

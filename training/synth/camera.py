@@ -37,9 +37,9 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from training.synth.kinematics import (
-    BOARD_HEIGHT,
     BOARD_THICKNESS_M,
     GRAVITY,
+    IDEAL_APEX_RISE_M,
     TORSO_WIDTH_M,
     DiveMotion,
     centre_of_mass,
@@ -69,9 +69,9 @@ TRACK_SIGMA_Y_S, TRACK_SIGMA_X_S = 0.1, 0.25
 """Gaussian smoothing of the track (physical seconds)."""
 
 
-def safe_half_window_m() -> float:
+def safe_half_window_m(view_short_side_m: float = VIEW_SHORT_SIDE_M) -> float:
     """Half side (metres) of the part of the centre crop that stays in view at any nuisance zoom/shift."""
-    return (CROP_FRACTION / 2 - MAX_SHIFT) * VIEW_SHORT_SIDE_M / ZOOM_RANGE[1]
+    return (CROP_FRACTION / 2 - MAX_SHIFT) * view_short_side_m / ZOOM_RANGE[1]
 
 
 @dataclass(frozen=True)
@@ -86,10 +86,12 @@ class Camera:
     shift_x: float = 0.0
     """Nuisance shift as a fraction of the short side (positive: the scene moves right)."""
     shift_y: float = 0.0
+    view_short_side_m: float = VIEW_SHORT_SIDE_M
+    """Metres the short side spans at zoom 1 (a shifted style frames wider or tighter)."""
 
     @property
     def pixels_per_m(self) -> float:
-        return min(self.width, self.height) / VIEW_SHORT_SIDE_M * self.zoom
+        return min(self.width, self.height) / self.view_short_side_m * self.zoom
 
     def to_pixels(self, points_m: np.ndarray) -> np.ndarray:
         """(N, 2) world metres -> (N, 2) pixel (column, row) floats."""
@@ -117,10 +119,11 @@ class MustSee:
 
 def must_see_boxes(motion: DiveMotion, times: np.ndarray, joints: np.ndarray) -> MustSee:
     """Step 1 of the framing rule for frames at physical ``times`` with body ``joints`` (N, 6, 2)."""
-    left = joints[:, :, 0].min(axis=1) - BODY_PAD_M
-    right = joints[:, :, 0].max(axis=1) + BODY_PAD_M
-    bottom = np.maximum(joints[:, :, 1].min(axis=1) - BODY_PAD_M, 0.0)
-    top = joints[:, :, 1].max(axis=1) + BODY_PAD_M
+    pad = motion.body.torso_width_m / 2  # BODY_PAD_M for the training style's body
+    left = joints[:, :, 0].min(axis=1) - pad
+    right = joints[:, :, 0].max(axis=1) + pad
+    bottom = np.maximum(joints[:, :, 1].min(axis=1) - pad, 0.0)
+    top = joints[:, :, 1].max(axis=1) + pad
     # A body wholly under the water is not drawn (and drifts on underwater): it need not be seen.
     submerged = top <= 0.0
     left[submerged], right[submerged] = np.inf, -np.inf
@@ -128,7 +131,7 @@ def must_see_boxes(motion: DiveMotion, times: np.ndarray, joints: np.ndarray) ->
 
     back_at_takeoff_height_s = 2.0 * motion.vy0 / GRAVITY
     for k in np.flatnonzero(times <= back_at_takeoff_height_s):
-        board_top = BOARD_HEIGHT + motion.board_deflection(0.0, float(times[k]))
+        board_top = motion.board_height + motion.board_deflection(0.0, float(times[k]))
         left[k] = min(left[k], -BOARD_TIP_SHOWN_M)
         right[k] = max(right[k], 0.0)
         bottom[k] = min(bottom[k], board_top - BOARD_THICKNESS_M / 2)
@@ -150,7 +153,8 @@ def _clamp(preferred: np.ndarray, low_edge: np.ndarray, high_edge: np.ndarray, h
 
 
 def track_camera(
-    motion: DiveMotion, times: np.ndarray, joints: np.ndarray, samples_per_second: float
+    motion: DiveMotion, times: np.ndarray, joints: np.ndarray, samples_per_second: float,
+    view_short_side_m: float = VIEW_SHORT_SIDE_M,
 ) -> np.ndarray:
     """(N, 2) world centre of each frame (the framing rule of the module docstring).
 
@@ -158,11 +162,11 @@ def track_camera(
     physical second: fps x tempo), ``joints`` the body's (N, 6, 2) joints at those times.
     """
     box = must_see_boxes(motion, times, joints)
-    half = safe_half_window_m()
+    half = safe_half_window_m(view_short_side_m)
     entered = times >= motion.flight_seconds
     com = np.stack([centre_of_mass(frame_joints) for frame_joints in joints])
     splash_left, splash_right, _ = motion.splash_bounds()
-    entry_y = CROP_FRACTION * VIEW_SHORT_SIDE_M * (0.5 - ENTRY_WATER_LINE_FRACTION)
+    entry_y = CROP_FRACTION * view_short_side_m * (0.5 - ENTRY_WATER_LINE_FRACTION)
     preferred_x = np.where(entered, (splash_left + splash_right) / 2, com[:, 0])
     preferred_y = np.where(entered, entry_y, com[:, 1])
 
@@ -175,3 +179,15 @@ def track_camera(
         smooth = gaussian_filter1d(clamped, sigma_s * samples_per_second, mode="nearest")
         centre.append(_clamp(smooth, low_edge, high_edge, half))
     return np.stack(centre, axis=1)
+
+
+def fixed_camera(motion: DiveMotion, count: int) -> np.ndarray:
+    """(count, 2) one world centre for every frame: a still wide shot from the board tip to the entry.
+
+    It looks at the middle of the box spanning the board tip, the diver's highest reach and the water
+    under the splash; frame it with a view (``Camera.view_short_side_m``) of that box's height or more.
+    """
+    _, splash_right, _ = motion.splash_bounds()
+    top = motion.takeoff_com[1] + IDEAL_APEX_RISE_M + motion.body.torso_m + motion.body.arm_m
+    centre = ((-BOARD_TIP_SHOWN_M + max(splash_right, motion.contact_x)) / 2, (top - WATER_SHOWN_BELOW_M) / 2)
+    return np.tile(np.array(centre), (count, 1))

@@ -51,6 +51,25 @@ TORSO_WIDTH_M, LEG_WIDTH_M, ARM_WIDTH_M = 0.32, 0.2, 0.14
 """Thickness of the drawn body parts (the torso is the widest)."""
 _MASS = {"torso": 0.43, "head": 0.08, "arm": 0.1, "thigh": 0.22, "shin": 0.17}
 
+
+@dataclass(frozen=True)
+class Body:
+    """The stick figure's segment lengths and drawn thicknesses, in metres (mass shares stay :data:`_MASS`)."""
+
+    torso_m: float = TORSO_M
+    neck_m: float = NECK_M
+    head_radius_m: float = HEAD_RADIUS_M
+    arm_m: float = ARM_M
+    thigh_m: float = THIGH_M
+    shin_m: float = SHIN_M
+    torso_width_m: float = TORSO_WIDTH_M
+    leg_width_m: float = LEG_WIDTH_M
+    arm_width_m: float = ARM_WIDTH_M
+
+
+DEFAULT_BODY = Body()
+"""The body every dive of the training style has."""
+
 TUCK_HIP_DEG, TUCK_KNEE_DEG, PIKE_HIP_DEG = 135.0, 145.0, 150.0
 """Ideal positions: hip flexion brings the thigh forward of the torso line, knee flexion folds the
 shin back from the thigh line."""
@@ -96,15 +115,15 @@ class Pose:
 JOINTS = ("hip", "shoulder", "head", "hand", "knee", "ankle")
 
 
-def body_frame_joints(pose: Pose) -> np.ndarray:
+def body_frame_joints(pose: Pose, body: Body = DEFAULT_BODY) -> np.ndarray:
     """Joint positions (6, 2) in the body frame: hip at the origin, torso along +y, facing +x."""
     hip = np.zeros(2)
-    shoulder = np.array([0.0, TORSO_M])
-    head = shoulder + np.array([0.0, NECK_M])
-    hand = shoulder + ARM_M * np.array([math.sin(pose.shoulder), -math.cos(pose.shoulder)])
-    knee = hip + THIGH_M * np.array([math.sin(pose.hip), -math.cos(pose.hip)])
+    shoulder = np.array([0.0, body.torso_m])
+    head = shoulder + np.array([0.0, body.neck_m])
+    hand = shoulder + body.arm_m * np.array([math.sin(pose.shoulder), -math.cos(pose.shoulder)])
+    knee = hip + body.thigh_m * np.array([math.sin(pose.hip), -math.cos(pose.hip)])
     shin_angle = pose.hip - pose.knee
-    ankle = knee + SHIN_M * np.array([math.sin(shin_angle), -math.cos(shin_angle)])
+    ankle = knee + body.shin_m * np.array([math.sin(shin_angle), -math.cos(shin_angle)])
     return np.stack([hip, shoulder, head, hand, knee, ankle])
 
 
@@ -122,21 +141,21 @@ def centre_of_mass(joints: np.ndarray) -> np.ndarray:
     return masses @ points / masses.sum()
 
 
-def moment_of_inertia(pose: Pose) -> float:
+def moment_of_inertia(pose: Pose, body: Body = DEFAULT_BODY) -> float:
     """Point-mass moment of inertia about the centre of mass (arbitrary units)."""
-    points, masses = _mass_points(body_frame_joints(pose))
+    points, masses = _mass_points(body_frame_joints(pose, body))
     offsets = points - masses @ points / masses.sum()
     return float(masses @ (offsets**2).sum(axis=1) + 0.01)
 
 
-def _arm_reaching(hip: float, knee: float) -> float:
+def _arm_reaching(hip: float, knee: float, body: Body) -> float:
     """Shoulder angle that points the arm at the middle of the shin (hands holding the legs)."""
-    joints = body_frame_joints(Pose(hip, knee, 0.0))
+    joints = body_frame_joints(Pose(hip, knee, 0.0), body)
     target = (joints[4] + joints[5]) / 2 - joints[1]
     return math.atan2(target[0], -target[1])
 
 
-def position_pose(position: str, looseness_deg: float) -> Pose:
+def position_pose(position: str, looseness_deg: float, body: Body = DEFAULT_BODY) -> Pose:
     """The held flight position, opened by ``looseness_deg`` at the hip (and knee).
 
     Tuck opens both hip and knee; pike opens the hip and bends the knees (the classic loose pike);
@@ -146,10 +165,10 @@ def position_pose(position: str, looseness_deg: float) -> Pose:
     if position == "C":
         hip = math.radians(TUCK_HIP_DEG) - loose
         knee = max(0.0, math.radians(TUCK_KNEE_DEG) - loose)
-        return Pose(hip, knee, _arm_reaching(hip, knee))
+        return Pose(hip, knee, _arm_reaching(hip, knee, body))
     if position == "B":
         hip = math.radians(PIKE_HIP_DEG) - loose
-        return Pose(hip, 0.8 * loose, _arm_reaching(hip, 0.8 * loose))
+        return Pose(hip, 0.8 * loose, _arm_reaching(hip, 0.8 * loose, body))
     if position == "A":
         return Pose(loose, 0.6 * loose, 0.0)
     raise ValueError(f"unknown position {position!r}")
@@ -175,24 +194,31 @@ class SplashDroplet:
 
 
 class DiveMotion:
-    """The kinematics of one dive: body joints, board bend and splash as functions of time."""
+    """The kinematics of one dive: body joints, board bend and splash as functions of time.
 
-    def __init__(self, dive: DiveCode, faults: ExecutionFaults, splash_rng: np.random.Generator):
+    ``body`` and ``board_height`` default to the training style's; the shifted styles of
+    :mod:`.style` change them.
+    """
+
+    def __init__(self, dive: DiveCode, faults: ExecutionFaults, splash_rng: np.random.Generator,
+                 body: Body = DEFAULT_BODY, board_height: float = BOARD_HEIGHT):
         self.dive = dive
         self.faults = faults
+        self.body = body
+        self.board_height = board_height
         self.facing = 1.0 if dive.faces_water else -1.0
         # Forward rotation turns the body-frame figure (facing +x) clockwise, backward anticlockwise.
         self.rotation_sign = -1.0 if dive.rotates_forward else 1.0
-        self.held_pose = position_pose(dive.position, faults.looseness_deg)
+        self.held_pose = position_pose(dive.position, faults.looseness_deg, body)
         over = math.radians(faults.entry_line_deg)
         # The legs "go over": they lead the rotation, i.e. towards the back for forward rotation.
         entry_hip = -over if dive.rotates_forward else over
         self.entry_pose = Pose(entry_hip, 0.0, math.pi if dive.head_first else 0.0)
         self.total_rotation = 2.0 * math.pi * dive.somersaults - math.radians(faults.under_rotation_deg)
 
-        standing = body_frame_joints(TAKEOFF_POSE)
+        standing = body_frame_joints(TAKEOFF_POSE, body)
         com_above_ankle = (centre_of_mass(standing) - standing[5]) * np.array([self.facing, 1.0])
-        takeoff_com = com_above_ankle + np.array([FOOT_X, BOARD_HEIGHT])
+        takeoff_com = com_above_ankle + np.array([FOOT_X, board_height])
         self.takeoff_com = takeoff_com
         rise = max(0.05, IDEAL_APEX_RISE_M - faults.apex_drop_m)
         self.vy0 = math.sqrt(2.0 * GRAVITY * rise)
@@ -223,7 +249,7 @@ class DiveMotion:
         only to know the video's length (:func:`.scene.sample_synth_dive`) skips its cost.
         """
         progress = np.linspace(0.0, 1.0, ROTATION_TABLE_SAMPLES)
-        rate = np.array([1.0 / moment_of_inertia(self.flight_pose(p)) for p in progress])
+        rate = np.array([1.0 / moment_of_inertia(self.flight_pose(p), self.body) for p in progress])
         rate[progress > OPENING_END] = 0.0
         cumulative = np.concatenate([[0.0], np.cumsum((rate[1:] + rate[:-1]) / 2)])
         return cumulative / cumulative[-1] * self.total_rotation
@@ -239,7 +265,7 @@ class DiveMotion:
 
     def _oriented(self, pose: Pose, angle: float) -> np.ndarray:
         """Joints of ``pose`` turned by ``angle`` about the centre of mass, in world axes (COM at 0)."""
-        joints = body_frame_joints(pose)
+        joints = body_frame_joints(pose, self.body)
         joints = joints - centre_of_mass(joints)
         signed = self.rotation_sign * angle
         c, s = math.cos(signed), math.sin(signed)
@@ -263,9 +289,9 @@ class DiveMotion:
             pose = Pose(
                 math.radians(PRESS_HIP_DEG) * crouch, math.radians(PRESS_KNEE_DEG) * crouch, math.pi * arms_up
             )
-        joints = body_frame_joints(pose)
+        joints = body_frame_joints(pose, self.body)
         joints[:, 0] *= self.facing
-        foot = np.array([FOOT_X, BOARD_HEIGHT + self.board_deflection(FOOT_X, t)])
+        foot = np.array([FOOT_X, self.board_height + self.board_deflection(FOOT_X, t)])
         return joints - joints[5] + foot
 
     def board_deflection(self, x: float, t: float) -> float:

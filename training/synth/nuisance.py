@@ -82,14 +82,14 @@ def luma(rgb: Rgb) -> float:
     return 0.299 * r + 0.587 * g + 0.114 * b
 
 
-def _hls(
+def hls_colour(
     rng: np.random.Generator, hue: tuple[float, float], light: tuple[float, float], sat: tuple[float, float]
 ) -> Rgb:
     r, g, b = colorsys.hls_to_rgb(rng.uniform(*hue) % 1.0, rng.uniform(*light), rng.uniform(*sat))
     return round(r * 255), round(g * 255), round(b * 255)
 
 
-def _contrasting(rng: np.random.Generator, background: Rgb, draw) -> Rgb:
+def contrasting_colour(rng: np.random.Generator, background: Rgb, draw) -> Rgb:
     """Draw colours with ``draw`` until one differs from ``background`` by the minimum luma contrast."""
     for _ in range(1000):
         colour = draw(rng)
@@ -102,12 +102,12 @@ def sample_nuisance(rng: np.random.Generator, action_seconds: float) -> Nuisance
     """Draw every nuisance for a dive whose action lasts ``action_seconds`` physical seconds."""
     light_wall = rng.random() < 0.5
     wall_light = (0.55, 0.72) if light_wall else (0.1, 0.3)
-    wall = _hls(rng, (0.0, 1.0), wall_light, (0.0, 0.35))
-    stripe = _hls(rng, (0.0, 1.0), wall_light, (0.2, 0.7))
-    water = _hls(rng, (0.45, 0.62), (0.25, 0.5), (0.4, 0.8))
-    board = _contrasting(rng, wall, lambda r: _hls(r, (0.0, 1.0), (0.3, 0.9), (0.0, 0.4)))
-    skin = _contrasting(rng, wall, lambda r: _hls(r, (0.02, 0.1), (0.25, 0.75), (0.3, 0.6)))
-    suit = _contrasting(rng, wall, lambda r: _hls(r, (0.0, 1.0), (0.25, 0.6), (0.6, 1.0)))
+    wall = hls_colour(rng, (0.0, 1.0), wall_light, (0.0, 0.35))
+    stripe = hls_colour(rng, (0.0, 1.0), wall_light, (0.2, 0.7))
+    water = hls_colour(rng, (0.45, 0.62), (0.25, 0.5), (0.4, 0.8))
+    board = contrasting_colour(rng, wall, lambda r: hls_colour(r, (0.0, 1.0), (0.3, 0.9), (0.0, 0.4)))
+    skin = contrasting_colour(rng, wall, lambda r: hls_colour(r, (0.02, 0.1), (0.25, 0.75), (0.3, 0.6)))
+    suit = contrasting_colour(rng, wall, lambda r: hls_colour(r, (0.0, 1.0), (0.25, 0.6), (0.6, 1.0)))
 
     tempo = float(rng.uniform(*TEMPO_RANGE))
     action = tempo * action_seconds

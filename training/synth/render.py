@@ -17,19 +17,15 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw
 
-from training.synth.camera import Camera, track_camera
+from training.synth.camera import Camera, fixed_camera, track_camera
 from training.synth.kinematics import (
-    ARM_WIDTH_M,
     BOARD_FULCRUM_X,
-    BOARD_HEIGHT,
     BOARD_THICKNESS_M,
-    HEAD_RADIUS_M,
-    LEG_WIDTH_M,
     PRESS_SECONDS,
-    TORSO_WIDTH_M,
     DiveMotion,
 )
 from training.synth.nuisance import Nuisance
+from training.synth.style import STYLES, TILE_M, Style
 
 AFTER_ENTRY_SECONDS = 1.0
 """Physical seconds of splash shown after the body breaks the water, before the lead-out."""
@@ -57,13 +53,27 @@ def check_video_size(width: int, height: int, fps: int) -> None:
         raise RenderError(f"fps must be between 1 and 120, got {fps}")
 
 
-class DiveRenderer:
-    """Renders one dive (motion + nuisance) into RGB frames of a given size and rate."""
+def draw_capsule(draw: ImageDraw.ImageDraw, cam: Camera, points: np.ndarray, width_m: float, colour) -> None:
+    """A body part: a polyline through ``points`` (world metres) ``width_m`` thick with round ends."""
+    width = max(1, round(width_m * cam.pixels_per_m))
+    pixels = [tuple(p) for p in cam.to_pixels(points)]
+    draw.line(pixels, fill=colour, width=width, joint="curve")
+    r = width / 2
+    for x, y in (pixels[0], pixels[-1]):
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=colour)
 
-    def __init__(self, motion: DiveMotion, nuisance: Nuisance, width: int, height: int, fps: int):
+
+class DiveRenderer:
+    """Renders one dive (motion + nuisance) into RGB frames of a given size and rate, in a :class:`.style.Style`
+    (the motion carries the style's body and board height; ``light_rng`` draws a lit style's sensor noise)."""
+
+    def __init__(self, motion: DiveMotion, nuisance: Nuisance, width: int, height: int, fps: int,
+                 style: Style = STYLES["demo"], light_rng: np.random.Generator | None = None):
         check_video_size(width, height, fps)
         self.motion = motion
         self.nuisance = nuisance
+        self.style = style
+        self.light_rng = light_rng if light_rng is not None else np.random.default_rng(0)
         self.width, self.height, self.fps = width, height, fps
         self.duration_s = nuisance.duration_s(action_seconds(motion))
         self.frame_count = max(1, round(self.duration_s * fps))
@@ -71,7 +81,10 @@ class DiveRenderer:
         """Physical seconds from take-off of every frame."""
         self.joints = np.stack([motion.joints(t) for t in self.times])
         """(frames, 6, 2) body joints in world metres."""
-        self.track = track_camera(motion, self.times, self.joints, fps * nuisance.tempo)
+        if style.camera == "fixed":
+            self.track = fixed_camera(motion, self.frame_count)
+        else:
+            self.track = track_camera(motion, self.times, self.joints, fps * nuisance.tempo, style.view_short_side_m)
         """(frames, 2) world point at each frame's centre, before the nuisance shift."""
 
     def physical_time(self, frame_index: int) -> float:
@@ -83,46 +96,63 @@ class DiveRenderer:
         """The tracked camera of frame ``frame_index``, with the video's nuisance zoom and shift."""
         look = self.nuisance
         centre = (float(self.track[frame_index, 0]), float(self.track[frame_index, 1]))
-        return Camera(self.width, self.height, centre, look.zoom, look.shift_x, look.shift_y)
+        return Camera(self.width, self.height, centre, look.zoom, look.shift_x, look.shift_y,
+                      self.style.view_short_side_m)
 
     def _draw_background(self, draw: ImageDraw.ImageDraw, cam: Camera) -> None:
         look = self.nuisance
+        if self.style.pool == "tiled":
+            self._draw_tiles(draw, cam)
         draw.rectangle(
             [0, cam.row_of(look.stripe_height_m + 0.15), cam.width, cam.row_of(look.stripe_height_m - 0.15)],
             fill=look.stripe_rgb,
         )
+        board_height = self.motion.board_height
         pillar = cam.to_pixels(
-            np.array([[BOARD_FULCRUM_X - 0.2, BOARD_HEIGHT - 0.1], [BOARD_FULCRUM_X + 0.2, 0.0]])
+            np.array([[BOARD_FULCRUM_X - 0.2, board_height - 0.1], [BOARD_FULCRUM_X + 0.2, 0.0]])
         )
         draw.rectangle([*pillar[0], *pillar[1]], fill=tuple(int(c * 0.7) for c in look.board_rgb))
+
+    def _draw_tiles(self, draw: ImageDraw.ImageDraw, cam: Camera) -> None:
+        """Grout lines of a tiled wall above the water, every :data:`.style.TILE_M` metres."""
+        grout = tuple(int(c * 0.8) for c in self.nuisance.wall_rgb)
+        origin_column, water_row = cam.to_pixels(np.array([[0.0, 0.0]]))[0]
+        bottom = min(water_row, cam.height)
+        step = TILE_M * cam.pixels_per_m
+        for column in np.arange(origin_column % step, cam.width, step):
+            draw.line([(column, 0), (column, bottom)], fill=grout)
+        for row in np.arange(water_row % step, bottom, step):
+            draw.line([(0, row), (cam.width, row)], fill=grout)
+
+    def _draw_lane_rope(self, draw: ImageDraw.ImageDraw, cam: Camera) -> None:
+        """Red and white floats along the water line, every 0.3 m."""
+        origin_column, water_row = cam.to_pixels(np.array([[0.0, 0.0]]))[0]
+        step = 0.3 * cam.pixels_per_m
+        r = max(1.0, 0.06 * cam.pixels_per_m)
+        first = np.floor(-origin_column / step)
+        for k in range(int(first), int(first + cam.width / step) + 2):
+            column = origin_column + k * step
+            colour = (220, 40, 40) if k % 2 else (240, 240, 240)
+            draw.ellipse([column - r, water_row - r, column + r, water_row + r], fill=colour)
 
     def _draw_board(self, draw: ImageDraw.ImageDraw, cam: Camera, t: float) -> None:
         xs = np.linspace(BOARD_START_X, 0.0, 16)
         top = np.array(
-            [[x, BOARD_HEIGHT + self.motion.board_deflection(x, t) - BOARD_THICKNESS_M / 2] for x in xs]
+            [[x, self.motion.board_height + self.motion.board_deflection(x, t) - BOARD_THICKNESS_M / 2] for x in xs]
         )
         points = [tuple(p) for p in cam.to_pixels(top)]
         width = max(2, round(BOARD_THICKNESS_M * cam.pixels_per_m))
         draw.line(points, fill=self.nuisance.board_rgb, width=width)
 
-    @staticmethod
-    def _capsule(draw: ImageDraw.ImageDraw, cam: Camera, points: np.ndarray, width_m: float, colour) -> None:
-        width = max(1, round(width_m * cam.pixels_per_m))
-        pixels = [tuple(p) for p in cam.to_pixels(points)]
-        draw.line(pixels, fill=colour, width=width, joint="curve")
-        r = width / 2
-        for x, y in (pixels[0], pixels[-1]):
-            draw.ellipse([x - r, y - r, x + r, y + r], fill=colour)
-
     def _draw_diver(self, draw: ImageDraw.ImageDraw, cam: Camera, joints: np.ndarray) -> None:
         hip, shoulder, head, hand, knee, ankle = joints
-        look = self.nuisance
-        self._capsule(draw, cam, np.stack([hip, knee, ankle]), LEG_WIDTH_M, look.skin_rgb)
-        self._capsule(draw, cam, np.stack([hip, shoulder]), TORSO_WIDTH_M, look.suit_rgb)
+        look, body = self.nuisance, self.motion.body
+        draw_capsule(draw, cam, np.stack([hip, knee, ankle]), body.leg_width_m, look.skin_rgb)
+        draw_capsule(draw, cam, np.stack([hip, shoulder]), body.torso_width_m, look.suit_rgb)
         head_px = cam.to_pixels(head)[0]
-        r = HEAD_RADIUS_M * cam.pixels_per_m
+        r = body.head_radius_m * cam.pixels_per_m
         draw.ellipse([head_px[0] - r, head_px[1] - r, head_px[0] + r, head_px[1] + r], fill=look.skin_rgb)
-        self._capsule(draw, cam, np.stack([shoulder, hand]), ARM_WIDTH_M, look.skin_rgb)
+        draw_capsule(draw, cam, np.stack([shoulder, hand]), body.arm_width_m, look.skin_rgb)
 
     def _draw_water_and_splash(self, draw: ImageDraw.ImageDraw, cam: Camera, t: float) -> None:
         # The water is drawn over the diver: it hides the submerged part of the body.
@@ -133,6 +163,8 @@ class DiveRenderer:
             surface = tuple(min(255, int(c * 1.25) + 20) for c in look.water_rgb)
             line_width = max(1, round(0.05 * cam.pixels_per_m))
             draw.line([(0, water_row), (cam.width, water_row)], fill=surface, width=line_width)
+            if self.style.pool == "tiled":
+                self._draw_lane_rope(draw, cam)
         foam = self.motion.foam_at(t)
         if foam is not None:
             x, half_width, whiteness = foam
@@ -155,7 +187,7 @@ class DiveRenderer:
         self._draw_board(draw, cam, t)
         self._draw_diver(draw, cam, self.joints[frame_index])
         self._draw_water_and_splash(draw, cam, t)
-        return np.asarray(image)
+        return self.style.light(np.asarray(image), self.light_rng)
 
     def frames(self) -> Iterator[np.ndarray]:
         for index in range(self.frame_count):
