@@ -57,7 +57,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             store.close()
 
     app = FastAPI(title="AQA dive scoring", version="1", description=DESCRIPTION, lifespan=lifespan)
-    install_error_handlers(app)
+    install_error_handlers(app, settings.retry_after_seconds)
     for module in (scores, batches, models, health):
         app.include_router(module.router)
     return app

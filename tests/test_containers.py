@@ -96,8 +96,8 @@ def compose_stack(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
     data = tmp_path_factory.mktemp("compose-data")
     port = str(free_port())
     overrides = {f"AQA_{k.upper()}": v for k, v in namespace.settings().items()}
-    overrides.update(AQA_DATA_DIR=str(data), AQA_MODEL_DIR=str(tiny_model_dir), AQA_TORCH_THREADS="1",
-                     AQA_MAX_QUEUE_DEPTH="8", AQA_RETRY_AFTER_SECONDS="1", AQA_MAX_UPLOAD_BYTES=str(256 * MIB))
+    overrides.update(AQA_DATA_DIR=str(data), AQA_MODEL_DIR=str(tiny_model_dir),
+                     AQA_MAX_QUEUE_DEPTH="8", AQA_MAX_UPLOAD_BYTES=str(256 * MIB))
     services = COMPOSE["services"]
     assert services["api"]["environment"]["AQA_BROKER_URL"].replace("redis:6379", "127.0.0.1:6379") == REDIS_URL
     worker = start_worker(compose_environment("worker", overrides), data / "worker.log",

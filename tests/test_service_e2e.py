@@ -49,7 +49,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(tiny_model_dir: Path, data_dir: Path) -> Iterator[tuple[ServiceProcess, str]]:
     data = data_dir
-    env = service_env(model_dir=tiny_model_dir, data_dir=data, port=free_port(), torch_threads=1,
+    env = service_env(model_dir=tiny_model_dir, data_dir=data, port=free_port(),
                       api_keys=f"{SCORE_KEY}:score,{READ_KEY}:read", max_queue_depth=8, retry_after_seconds=1,
                       max_upload_bytes=UPLOAD_CAP, test_task_delay_seconds=0.1)
     process, url = start_api(env, data / "api.log")
@@ -185,7 +185,7 @@ def test_batch_cli_through_the_service_resumes(url: str, tiny_dataset: Path, tmp
 def test_jobs_accepted_before_a_crash_finish_after_a_restart(tiny_model_dir: Path, tiny_dataset: Path,
                                                              tmp_path: Path) -> None:
     data = tmp_path / "data"
-    env = service_env(model_dir=tiny_model_dir, data_dir=data, port=free_port(), torch_threads=1,
+    env = service_env(model_dir=tiny_model_dir, data_dir=data, port=free_port(),
                       test_task_delay_seconds=2.0)
     first, url = start_api(env, tmp_path / "first.log")
     try:

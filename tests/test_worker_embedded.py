@@ -23,7 +23,7 @@ def dive(tiny_dataset: Path) -> Path:
 
 
 def settings_for(model_dir: Path, data_dir: Path, **extra: object) -> ServiceSettings:
-    return ServiceSettings(model_dir=model_dir, data_dir=data_dir, torch_threads=1, **extra)
+    return ServiceSettings(model_dir=model_dir, data_dir=data_dir, **extra)
 
 
 def request_for(video: Path, owns_file: bool = False, difficulty: float | None = None) -> JobRequest:
@@ -64,7 +64,8 @@ def test_run_job_scores_once_and_a_redelivery_changes_nothing(tiny_model_dir: Pa
                                                               tmp_path: Path) -> None:
     settings = settings_for(tiny_model_dir, tmp_path)
     store = SqliteJobStore(settings.sqlite_path, result_expires=3600)
-    upload = tmp_path / "upload.mp4"
+    settings.upload_dir.mkdir(parents=True)
+    upload = settings.upload_dir / "upload.mp4"
     shutil.copy(dive, upload)
     store.admit([JobRecord(id="j1", status=JobStatus.queued, request=request_for(upload, True, 3.0),
                            created_at=time.time())], max_depth=5)
@@ -81,7 +82,7 @@ def test_run_job_scores_once_and_a_redelivery_changes_nothing(tiny_model_dir: Pa
 
 
 def test_run_job_fails_an_unusable_video_with_its_reason(tiny_model_dir: Path, tmp_path: Path) -> None:
-    settings = settings_for(tiny_model_dir, tmp_path)
+    settings = settings_for(tiny_model_dir, tmp_path, archive_roots=str(tmp_path))
     store = SqliteJobStore(settings.sqlite_path, result_expires=3600)
     text = tmp_path / "notes.mp4"
     text.write_text("not a dive at all\n")
@@ -93,7 +94,7 @@ def test_run_job_fails_an_unusable_video_with_its_reason(tiny_model_dir: Path, t
 
 
 def test_the_pool_requeues_jobs_left_unfinished_by_a_crash(tiny_model_dir: Path, dive: Path, tmp_path: Path) -> None:
-    settings = settings_for(tiny_model_dir, tmp_path)
+    settings = settings_for(tiny_model_dir, tmp_path, archive_roots=str(dive.parent))
     store = SqliteJobStore(settings.sqlite_path, result_expires=3600)
     now = time.time()
     store.admit([JobRecord(id=f"j{i}", status=JobStatus.queued, request=request_for(dive), created_at=now + i)

@@ -10,7 +10,10 @@ Delivery guarantees, and the settings behind them:
 - ``worker_prefetch_multiplier=1``: a worker process reserves one job at a time, so a slow job does
   not hold others hostage.
 - Soft/hard time limits, result expiry; task id = job id, and the job store's first-result-wins
-  ``finish`` makes a redelivered job end with exactly one result.
+  ``finish`` makes a redelivered job end with exactly one result. Outcomes live in the job store, so
+  Celery's own result records are not written (``task_ignore_result``).
+- Each pool process loads the model after the fork (:mod:`workers.tasks`), which may take a while on a
+  big model or a GPU: ``worker_proc_alive_timeout`` gives it ``POOL_PROCESS_START_SECONDS``.
 
 ``celery -A workers.celery_app worker`` finds the module-level ``app``, made from the environment on
 first access (so importing this module needs no broker).
@@ -23,6 +26,8 @@ from celery import Celery
 from service.settings import ConfigurationError, ServiceSettings
 
 TASK_NAME = "aqa.score_job"
+POOL_PROCESS_START_SECONDS = 300.0
+"""How long a new pool process may take to load the model before Celery gives up on it."""
 
 
 def create_celery_app(settings: ServiceSettings) -> Celery:
@@ -42,6 +47,8 @@ def create_celery_app(settings: ServiceSettings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        worker_proc_alive_timeout=POOL_PROCESS_START_SECONDS,
+        task_ignore_result=True,
         task_soft_time_limit=settings.task_soft_time_limit,
         task_time_limit=settings.task_time_limit,
         result_expires=settings.result_expires,

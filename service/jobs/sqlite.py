@@ -3,17 +3,26 @@
 Every write is one ``BEGIN IMMEDIATE`` transaction, so admission (capacity check + insert) and the
 first-result-wins ``finish`` are atomic across the API's threads and the pool's threads. The file
 outlives the process: jobs accepted before a crash are found by ``unfinished_ids`` at the next start.
+Only this process writes jobs, so finishes are signalled to listeners in process, after the commit.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from models.results import ScoreResult
-from service.jobs import JobStore, latency_counter_increments
+from service.jobs.base import (
+    FinishedListener,
+    JobStore,
+    StoreUnavailable,
+    WorkerBeat,
+    latency_counter_increments,
+)
 from service.schemas import BatchRecord, JobError, JobRecord, JobRequest, JobStatus, ModelDescription
 
 SCHEMA = """
@@ -35,7 +44,11 @@ CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, created_at REAL NOT NUL
 CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, expires_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS models (fingerprint TEXT PRIMARY KEY, description TEXT NOT NULL);
 """
+WORKER_COLUMNS = {"beat_at": "REAL NOT NULL DEFAULT 0", "jobs": "TEXT NOT NULL DEFAULT '[]'"}
+"""Columns added to ``workers`` after its first release (a data dir from then is migrated on open)."""
 ACTIVE = (JobStatus.queued.value, JobStatus.running.value)
+UNAVAILABLE = ("database is locked", "disk i/o error", "database or disk is full", "unable to open database file")
+"""SQLite errors that mean 'not now' (another writer, a full or failing disk), not a bug in a statement."""
 
 
 class SqliteJobStore(JobStore):
@@ -43,16 +56,29 @@ class SqliteJobStore(JobStore):
         self.path = Path(path)
         self.result_expires = result_expires
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._listeners: list[FinishedListener] = []
+        self._listeners_lock = threading.Lock()
         with self._connection() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            present = {row[1] for row in db.execute("PRAGMA table_info(workers)")}
+            for column, declaration in WORKER_COLUMNS.items():
+                if column not in present:
+                    db.execute(f"ALTER TABLE workers ADD COLUMN {column} {declaration}")
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        db.execute("PRAGMA synchronous=FULL")
         try:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"the job store ({self.path}) cannot be opened: {exc}") from exc
+        try:
+            db.execute("PRAGMA synchronous=FULL")
             yield db
+        except sqlite3.OperationalError as exc:
+            if str(exc).lower().startswith(UNAVAILABLE):
+                raise StoreUnavailable(f"the job store ({self.path}) is unavailable: {exc}") from exc
+            raise
         finally:
             db.close()
 
@@ -124,7 +150,16 @@ class SqliteJobStore(JobStore):
                 "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
                 increments.items(),
             )
+        with self._listeners_lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(job_id)
         return True
+
+    def requeue(self, job_id: str, worker: str) -> bool:
+        with self._transaction() as db:
+            return db.execute("UPDATE jobs SET status = ? WHERE id = ? AND status = ? AND worker = ?",
+                              (JobStatus.queued.value, job_id, JobStatus.running.value, worker)).rowcount == 1
 
     def unfinished_ids(self) -> list[str]:
         with self._connection() as db:
@@ -159,13 +194,14 @@ class SqliteJobStore(JobStore):
             row = db.execute("SELECT record FROM batches WHERE id = ?", (batch_id,)).fetchone()
         return BatchRecord.model_validate_json(row[0]) if row else None
 
-    def register_worker(self, worker_id: str, description: ModelDescription, ttl: float, now: float) -> None:
+    def register_worker(self, worker_id: str, description: ModelDescription, ttl: float, now: float,
+                        jobs: tuple[str, ...] = ()) -> None:
         fingerprint = description.info.model.fingerprint
         with self._transaction() as db:
             db.execute("INSERT OR REPLACE INTO models (fingerprint, description) VALUES (?, ?)",
                        (fingerprint, description.model_dump_json()))
-            db.execute("INSERT OR REPLACE INTO workers (id, fingerprint, expires_at) VALUES (?, ?, ?)",
-                       (worker_id, fingerprint, now + ttl))
+            db.execute("INSERT OR REPLACE INTO workers (id, fingerprint, expires_at, beat_at, jobs) "
+                       "VALUES (?, ?, ?, ?, ?)", (worker_id, fingerprint, now + ttl, now, json.dumps(list(jobs))))
 
     def unregister_worker(self, worker_id: str) -> None:
         with self._transaction() as db:
@@ -183,6 +219,22 @@ class SqliteJobStore(JobStore):
             model.info.workers = workers
             models.append(model)
         return models
+
+    def worker_beats(self) -> dict[str, WorkerBeat]:
+        with self._connection() as db:
+            rows = db.execute("SELECT id, beat_at, expires_at, jobs FROM workers").fetchall()
+        return {w: WorkerBeat(worker=w, beat_at=beat, expires_at=expires, jobs=tuple(json.loads(jobs)))
+                for w, beat, expires, jobs in rows}
+
+    def subscribe_finished(self, listener: FinishedListener) -> Callable[[], None]:
+        with self._listeners_lock:
+            self._listeners.append(listener)
+
+        def cancel() -> None:
+            with self._listeners_lock:
+                self._listeners.remove(listener)
+
+        return cancel
 
     def ping(self) -> None:
         with self._connection() as db:
