@@ -22,6 +22,7 @@ import redis
 from kombu.transport.redis import PRIORITY_STEPS
 from kombu.transport.redis import Channel as RedisChannel
 
+from service.completion import CompletionWaiters
 from service.errors import ApiError
 from service.jobs import JobStore, StoreUnavailable
 from service.jobs.reconcile import Reconciler
@@ -112,6 +113,7 @@ class Services:
     settings: ServiceSettings
     store: JobStore
     dispatcher: Dispatcher
+    completions: CompletionWaiters
 
     def queue_full(self) -> ApiError:
         return ApiError(

@@ -56,6 +56,8 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
         message = f"There is no {request.url.path} on this server; see /docs for the API."
     elif exc.status_code == 405:
         message = f"{request.method} is not allowed on {request.url.path}."
+    elif exc.status_code == 400 and exc.detail == "There was an error parsing the body":  # FastAPI's own
+        message = "The request body could not be read: send JSON, encoded as UTF-8."
     else:
         message = str(exc.detail)
     code = CODES_BY_STATUS.get(exc.status_code, f"http_{exc.status_code}")

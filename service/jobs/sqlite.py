@@ -1,9 +1,15 @@
-"""The embedded mode's job store: one SQLite file in the data dir (WAL, a connection per call).
+"""The embedded mode's job store: one SQLite file in the data dir (WAL, one connection per thread).
 
 Every write is one ``BEGIN IMMEDIATE`` transaction, so admission (capacity check + insert) and the
 first-result-wins ``finish`` are atomic across the API's threads and the pool's threads. The file
 outlives the process: jobs accepted before a crash are found by ``unfinished_ids`` at the next start.
 Only this process writes jobs, so finishes are signalled to listeners in process, after the commit.
+
+Durability: accepting work (``admit``, ``save_batch``) is synced to the disk before it returns
+(``synchronous=FULL``); the other writes survive a crash of the process but may be lost with the whole
+machine (``synchronous=NORMAL``: no fsync per commit), which at worst scores a job once more after the
+restart. Connections stay open, one per thread: opening and closing one per call made SQLite checkpoint
+the WAL at every close, about 30 ms a transaction on this machine's disk against 4 ms (FULL) and 0.01 ms.
 """
 
 from __future__ import annotations
@@ -58,6 +64,9 @@ class SqliteJobStore(JobStore):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._listeners: list[FinishedListener] = []
         self._listeners_lock = threading.Lock()
+        self._local = threading.local()
+        self._opened: list[sqlite3.Connection] = []
+        self._opened_lock = threading.Lock()
         with self._connection() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
@@ -66,35 +75,48 @@ class SqliteJobStore(JobStore):
                 if column not in present:
                     db.execute(f"ALTER TABLE workers ADD COLUMN {column} {declaration}")
 
+    def _thread_connection(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            try:  # used by this thread only; closed from whichever thread closes the store
+                db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"the job store ({self.path}) cannot be opened: {exc}") from exc
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+            with self._opened_lock:
+                self._opened.append(db)
+        return db
+
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
         try:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(f"the job store ({self.path}) cannot be opened: {exc}") from exc
-        try:
-            db.execute("PRAGMA synchronous=FULL")
-            yield db
+            yield self._thread_connection()
         except sqlite3.OperationalError as exc:
             if str(exc).lower().startswith(UNAVAILABLE):
                 raise StoreUnavailable(f"the job store ({self.path}) is unavailable: {exc}") from exc
             raise
-        finally:
-            db.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction; ``durable``: synced to the disk before it returns."""
         with self._connection() as db:
-            db.execute("BEGIN IMMEDIATE")
+            if durable:
+                db.execute("PRAGMA synchronous=FULL")
             try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+            finally:
+                if durable:
+                    db.execute("PRAGMA synchronous=NORMAL")
 
     def admit(self, records: list[JobRecord], max_depth: int) -> bool:
-        with self._transaction() as db:
+        with self._transaction(durable=True) as db:
             active = db.execute("SELECT COUNT(*) FROM jobs WHERE status IN (?, ?)", ACTIVE).fetchone()[0]
             if active + len(records) > max_depth:
                 return False
@@ -185,7 +207,7 @@ class SqliteJobStore(JobStore):
             return dict(db.execute("SELECT name, value FROM counters").fetchall())
 
     def save_batch(self, batch: BatchRecord, ttl: float) -> None:
-        with self._transaction() as db:
+        with self._transaction(durable=True) as db:
             db.execute("INSERT INTO batches (id, created_at, record) VALUES (?, ?, ?)",
                        (batch.id, batch.created_at, batch.model_dump_json()))
 
@@ -239,6 +261,14 @@ class SqliteJobStore(JobStore):
     def ping(self) -> None:
         with self._connection() as db:
             db.execute("SELECT 1").fetchone()
+
+    def close(self) -> None:
+        """Close every thread's connection (call when no thread uses the store any more)."""
+        with self._opened_lock:
+            for db in self._opened:
+                db.close()
+            self._opened.clear()
+            self._local = threading.local()
 
     def purge_expired(self, now: float) -> None:
         horizon = now - self.result_expires
