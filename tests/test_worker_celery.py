@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from models.scorer import QueryLabels, Scorer
 from service.client import ScoringClient
@@ -152,3 +153,49 @@ def test_a_job_over_the_soft_time_limit_fails_with_a_reason(api: str, env: dict[
     assert job.error.message.startswith("Scoring took longer than this server's 1 s limit")
     assert ready.ready and ready.mode == "celery"
     assert models[0].workers == 1 and models[0].runtime == "torch"
+
+
+def test_a_queued_job_whose_message_redis_lost_is_sent_again(api: str, env: dict[str, str], tiny_dataset: Path,
+                                                             tmp_path: Path) -> None:
+    """The reconciler: a job queued in the store but held nowhere by the broker is sent again."""
+    broker = redis.Redis.from_url(REDIS_URL)
+    queue = env["AQA_CELERY_KEY_PREFIX"] + env["AQA_QUEUE_NAME"]
+    with ScoringClient(api) as client:
+        job_id = client.submit(dive(tiny_dataset, 3)).job_id  # no worker yet: its message waits in the queue
+        wait_until(lambda: broker.llen(queue) == 1, 10, "the message to reach the queue")
+        broker.delete(queue)  # as a Redis that came back without its last writes
+        lost_at = time.monotonic()
+        process = worker(env, tmp_path / "worker.log")
+        try:
+            job = client.wait(job_id, timeout=60)
+        finally:
+            process.stop()
+    broker.close()
+    assert job.status.value == "done" and job.attempts == 1
+    print(f"\nlost message: sent again and done {time.monotonic() - lost_at:.1f} s later "
+          f"(heartbeat {env['AQA_WORKER_HEARTBEAT_SECONDS']} s, worker start-up included)")
+
+
+def test_a_running_job_whose_worker_and_message_are_gone_is_queued_again(api: str, env: dict[str, str],
+                                                                         store: RedisJobStore, tiny_dataset: Path,
+                                                                         tmp_path: Path) -> None:
+    """The reconciler: a job left running by a dead worker, with no message left to redeliver, runs again."""
+    broker = redis.Redis.from_url(REDIS_URL)
+    first = worker(env, tmp_path / "first.log", test_task_delay_seconds=3)
+    try:
+        with ScoringClient(api) as client:
+            job_id = client.submit(dive(tiny_dataset, 4)).job_id
+            running_on(store, job_id)
+            first.kill()
+    finally:
+        first.stop()
+    prefix = env["AQA_CELERY_KEY_PREFIX"]
+    broker.delete(prefix + "unacked", prefix + "unacked_index")  # nothing for Celery to redeliver
+    second = worker(env, tmp_path / "second.log")
+    try:
+        with ScoringClient(api) as client:
+            job = client.wait(job_id, timeout=60)
+    finally:
+        second.stop()
+        broker.close()
+    assert job.status.value == "done" and job.attempts == 2

@@ -10,6 +10,9 @@ worker left unacknowledged; the reconciler covers what that cannot see, from the
   unacknowledged) on two passes in a row is sent again: its message was lost with a Redis that came
   back without that write (no persistence, or the last second of an ``appendfsync everysec`` AOF).
 
+After any pass that could not reach Redis it waits three intervals before judging again: the workers'
+heartbeats lapsed during the outage too, and each needs one beat to show it is still there.
+
 It runs in the API process (Celery mode), one pass per heartbeat interval. Sending a job twice is
 harmless: ``start`` skips a finished job and ``finish`` keeps the first outcome. A job that keeps losing
 its worker is failed by the runner after ``max_attempts`` starts, so requeueing cannot loop forever.
@@ -52,13 +55,18 @@ class Reconciler:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
+        judge_after = 0.0
         while not self._stop.wait(self.interval):
+            if time.monotonic() < judge_after:
+                continue
             try:
                 self.reconcile(time.time())
-            except StoreUnavailable as exc:
-                log.warning("reconciler: %s; next pass in %g s", exc, self.interval)
-            except Exception:  # a pass that fails must not end the thread; the next one tries again
-                log.exception("reconciler pass failed")
+            except Exception as exc:  # a pass that fails must not end the thread; a later one tries again
+                judge_after = time.monotonic() + BEATS_TO_GONE * self.interval
+                if isinstance(exc, StoreUnavailable):
+                    log.warning("reconciler: %s; judging again in %g s", exc, BEATS_TO_GONE * self.interval)
+                else:
+                    log.exception("reconciler pass failed")
 
     def reconcile(self, now: float) -> list[str]:
         """One pass; the ids of the jobs it sent again."""

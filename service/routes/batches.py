@@ -41,7 +41,12 @@ MAX_LABELS_CSV_BYTES = 16 * 2**20
     description="`job_ids`: jobs from POST /v1/scores, followed together. `archive`: every video in a folder "
     "inside the operator's AQA_ARCHIVE_ROOTS is scored in place. All the batch's jobs are admitted at once "
     "or none (429 when they do not fit in the queue). Unusable videos fail one by one with their reason.",
-    responses=error_responses(400, 401, 403, 404, 422, 429, 503),
+    responses={201: {"description": "The batch, with its items.", "links": {
+        "GetBatch": {"operationId": "get_batch_v1_batches__batch_id__get",
+                     "parameters": {"batch_id": "$response.body#/id"}, "description": "Follow the batch."},
+        "BatchResults": {"operationId": "batch_results_v1_batches__batch_id__results_get",
+                         "parameters": {"batch_id": "$response.body#/id"}, "description": "Export its results."},
+    }}, **error_responses(400, 401, 403, 404, 422, 429, 503)},
     dependencies=[require_score],
 )
 def create_batch(body: BatchCreate, services: ServicesDep) -> Batch:

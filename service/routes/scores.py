@@ -58,6 +58,9 @@ def status_url(job_id: str) -> str:
     "by probing it (422 with a reason if not), and queues it (429 with Retry-After when the queue is full). "
     "With `?wait=SECONDS` the finished job is returned inline (200) if it finishes in time.",
     responses={200: {"model": Job, "description": "The job finished within `wait` seconds."},
+               202: {"description": "Accepted and queued.", "links": {"GetJob": {
+                   "operationId": "get_job_v1_jobs__job_id__get", "parameters": {"job_id": "$response.body#/job_id"},
+                   "description": "Follow the job until it is done or failed."}}},
                **error_responses(400, 401, 403, 408, 413, 415, 422, 429, 503)},
     openapi_extra=UPLOAD_FORM,
     dependencies=[require_score],
