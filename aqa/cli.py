@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model directory (default: bundled demo); repeat to compare models (needs --out), or with "
                         "--protocol core-aqa7 one per --action")
     p.add_argument("--out", type=Path, default=None,
-                   help="write evaluation.json and scatter.png here (several models: the comparison table; "
+                   help="write evaluation.json, scatter.png and report.html here (several models: the comparison table; "
                         "--protocol: protocol_report.json and .md)")
     p.add_argument("--cache", type=Path, default=Path("runs/feature-cache"))
     p.add_argument("--no-difficulty", action="store_true", help="do not give the model the true difficulty")

@@ -20,7 +20,8 @@ from service.dispatch import Services, create_dispatcher
 from service.errors import install_error_handlers
 from service.jobs import JobStore, StoreUnavailable, open_job_store
 from service.metrics import metrics_registry
-from service.routes import batches, health, models, scores
+from service.routes import batches, events, health, model_card, models, scores
+from service.routes.pages import install_pages
 from service.settings import ServiceSettings
 from service.uploads import sweep_orphans
 
@@ -32,6 +33,8 @@ Score dive videos the way a judging panel does.
 1. `POST /v1/scores` with the video (multipart, field `video`) -> `202 {job_id, status_url}`.
 2. `GET /v1/jobs/{job_id}` until `status` is `done` (the score, its interval and the exemplars that voted)
    or `failed` (the reason). Or add `?wait=30` to the upload to get the finished job inline.
+
+The judges' desk is at `/` (upload and follow a dive), `/meet` (an event's table) and `/model` (the model's card).
 
 **Authentication**: send an API key in `X-API-Key` (a `read` key for GET routes, a `score` key to submit),
 unless the server runs without keys. **Errors** always have the body
@@ -63,10 +66,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             await run_in_threadpool(stop_listening)
             store.close()
 
-    app = FastAPI(title="AQA dive scoring", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="AQA dive scoring", version="1", description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)  # served offline by install_pages
     install_error_handlers(app, settings.retry_after_seconds)
-    for module in (scores, batches, models, health):
+    for module in (scores, batches, events, models, model_card, health):
         app.include_router(module.router)
+    install_pages(app)
     return app
 
 

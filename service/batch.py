@@ -41,6 +41,10 @@ class BatchInput:
     video: Path
     difficulty: float | None = None
     action_class: str | None = None
+    competition: str | None = None
+    event: str | None = None
+    diver: str | None = None
+    round: int | None = None
 
 
 @dataclass
@@ -55,7 +59,8 @@ class BatchSummary:
 def list_inputs(source: Path) -> list[BatchInput]:
     """Every video file under a folder (sorted), or the rows of a CSV with a 'video' column.
 
-    CSV paths are relative to the CSV's folder; optional columns 'difficulty' and 'action_class'.
+    CSV paths are relative to the CSV's folder; optional columns 'difficulty', 'action_class', and 'competition',
+    'event', 'diver', 'round' (a meet: the service files each dive under its event, see GET /v1/events/results).
     """
     source = Path(source)
     if source.is_dir():
@@ -73,8 +78,13 @@ def list_inputs(source: Path) -> list[BatchInput]:
                 difficulty = float(row["difficulty"]) if row.get("difficulty") else None
             except ValueError as exc:
                 raise BatchInputError(f"{source} line {line}: difficulty {row['difficulty']!r} is not a number") from exc
+            try:
+                dive_round = int(row["round"]) if row.get("round") else None
+            except ValueError as exc:
+                raise BatchInputError(f"{source} line {line}: round {row['round']!r} is not a whole number") from exc
             inputs.append(BatchInput(row["video"], source.parent / row["video"], difficulty,
-                                     row.get("action_class") or None))
+                                     row.get("action_class") or None, competition=row.get("competition") or None,
+                                     event=row.get("event") or None, diver=row.get("diver") or None, round=dive_round))
     return inputs
 
 
@@ -129,7 +139,8 @@ def _score_remote(todo: list[BatchInput], url: str, api_key: str | None, concurr
 
     def score(item: BatchInput) -> dict[str, object]:
         try:
-            job = client.score(item.video, timeout=timeout, difficulty=item.difficulty, action_class=item.action_class)
+            job = client.score(item.video, timeout=timeout, difficulty=item.difficulty, action_class=item.action_class,
+                               competition=item.competition, event=item.event, diver=item.diver, round=item.round)
         except ApiError as exc:
             if exc.status in (400, 413, 415, 422):  # the item itself is refused: final
                 return result_row(item.source, None, "failed", error=JobError(code=exc.code, message=exc.message))

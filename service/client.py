@@ -15,7 +15,16 @@ from typing import Literal, Self
 
 import httpx
 
-from service.schemas import Batch, ExemplarList, Job, JobAccepted, ModelInfo, Readiness
+from service.schemas import (
+    Batch,
+    EventRef,
+    EventResults,
+    ExemplarList,
+    Job,
+    JobAccepted,
+    ModelInfo,
+    Readiness,
+)
 
 
 class ApiError(Exception):
@@ -57,9 +66,11 @@ class ScoringClient:
         raise ApiError(response.status_code, code, message, float(retry_after) if retry_after else None)
 
     def submit(self, video: Path, *, difficulty: float | None = None, action_class: str | None = None,
-               competition: str | None = None, event: str | None = None, wait: float = 0) -> JobAccepted | Job:
+               competition: str | None = None, event: str | None = None, diver: str | None = None,
+               round: int | None = None, wait: float = 0) -> JobAccepted | Job:
         """Upload a video; a :class:`Job` if it finished within ``wait`` seconds, else :class:`JobAccepted`."""
-        fields = {"difficulty": difficulty, "action_class": action_class, "competition": competition, "event": event}
+        fields = {"difficulty": difficulty, "action_class": action_class, "competition": competition, "event": event,
+                  "diver": diver, "round": round}
         data = {k: str(v) for k, v in fields.items() if v is not None}
         video = Path(video)
         with video.open("rb") as file:
@@ -107,9 +118,11 @@ class ScoringClient:
         return submitted if isinstance(submitted, Job) else self.wait(submitted.job_id, timeout)
 
     def create_batch(self, *, job_ids: list[str] | None = None, archive_folder: str | None = None,
-                     recursive: bool = False, labels_csv: str | None = None) -> Batch:
+                     recursive: bool = False, labels_csv: str | None = None, competition: str | None = None,
+                     event: str | None = None) -> Batch:
         body: dict[str, object] = {"job_ids": job_ids} if job_ids is not None else {
-            "archive": {"folder": archive_folder, "recursive": recursive, "labels_csv": labels_csv}}
+            "archive": {"folder": archive_folder, "recursive": recursive, "labels_csv": labels_csv,
+                        "competition": competition, "event": event}}
         return Batch.model_validate(self._check(self.http.post("/v1/batches", json=body)).json())
 
     def batch(self, batch_id: str) -> Batch:
@@ -118,6 +131,13 @@ class ScoringClient:
     def batch_results(self, batch_id: str, format: Literal["csv", "json"] = "csv") -> str | list[dict]:
         response = self._check(self.http.get(f"/v1/batches/{batch_id}/results", params={"format": format}))
         return response.json() if format == "json" else response.text
+
+    def events(self) -> list[EventRef]:
+        return [EventRef.model_validate(e) for e in self._check(self.http.get("/v1/events")).json()]
+
+    def event_results(self, *, competition: str | None = None, event: str | None = None) -> EventResults:
+        params = {k: v for k, v in (("competition", competition), ("event", event)) if v is not None}
+        return EventResults.model_validate(self._check(self.http.get("/v1/events/results", params=params)).json())
 
     def models(self) -> list[ModelInfo]:
         return [ModelInfo.model_validate(m) for m in self._check(self.http.get("/v1/models")).json()]

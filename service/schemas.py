@@ -13,6 +13,8 @@ from pydantic import BaseModel, Field
 
 from models.results import ModelRef, ScoreResult
 
+MAX_ROUND = 99
+
 
 class JobStatus(StrEnum):
     queued = "queued"
@@ -56,6 +58,8 @@ class JobRequest(BaseModel):
     action_class: str | None = None
     competition: str | None = None
     event: str | None = None
+    diver: str | None = None
+    round: int | None = None
     batch_id: str | None = None
 
 
@@ -95,6 +99,8 @@ class Job(BaseModel):
     action_class: str | None = None
     competition: str | None = None
     event: str | None = None
+    diver: str | None = None
+    round: int | None = Field(None, description="The dive's round in its event (1 = first dive).")
     batch_id: str | None = None
     created_at: datetime
     started_at: datetime | None = None
@@ -115,7 +121,8 @@ class Job(BaseModel):
 
         return cls(
             id=record.id, status=record.status, source_name=r.source_name, difficulty=r.difficulty,
-            action_class=r.action_class, competition=r.competition, event=r.event, batch_id=r.batch_id,
+            action_class=r.action_class, competition=r.competition, event=r.event, diver=r.diver, round=r.round,
+            batch_id=r.batch_id,
             created_at=when(record.created_at), started_at=when(record.started_at),
             finished_at=when(record.finished_at), attempts=record.attempts, result=record.result,
             error=record.error,
@@ -130,6 +137,8 @@ class ScoreFields(BaseModel):
                                      description="Dive code, e.g. 107B.")
     competition: str | None = Field(None, max_length=200)
     event: str | None = Field(None, max_length=200)
+    diver: str | None = Field(None, min_length=1, max_length=200, description="Who dived.")
+    round: int | None = Field(None, ge=1, le=MAX_ROUND, description="The dive's round in its event (1 = first).")
 
 
 class ArchiveSpec(BaseModel):
@@ -141,8 +150,10 @@ class ArchiveSpec(BaseModel):
     labels_csv: str | None = Field(
         None, min_length=1, max_length=1024,
         description="CSV in the folder with a 'video' column (path relative to the folder) and optional "
-        "'difficulty' and 'action_class' columns; when given, only its rows are scored."
+        "'difficulty', 'action_class', 'diver' and 'round' columns; when given, only its rows are scored."
     )
+    competition: str | None = Field(None, max_length=200, description="Competition of every video of the archive.")
+    event: str | None = Field(None, max_length=200, description="Event of every video of the archive.")
 
 
 class UploadedJobsBatch(BaseModel):
@@ -244,3 +255,76 @@ class ExemplarList(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
+
+
+class EventRef(BaseModel):
+    """An event of a competition: the jobs uploaded or batched with these two fields."""
+
+    competition: str | None = None
+    event: str | None = None
+    dives: int = Field(description="Jobs recorded for the event (finished ones are kept AQA_RESULT_EXPIRES seconds).")
+
+
+class EventDive(BaseModel):
+    """One dive of an event: who, which round, and its score once done."""
+
+    job_id: str
+    status: JobStatus
+    source_name: str
+    diver: str | None = None
+    round: int | None = None
+    action_class: str | None = None
+    difficulty: float | None = Field(None, description="Difficulty degree used: given, or estimated by the model.")
+    difficulty_source: Literal["given", "estimated", "not_used"] | None = None
+    score: float | None = None
+    interval_low: float | None = None
+    interval_high: float | None = None
+    counted: bool = Field(
+        description="Counts in its diver's total: done, and the latest done job of its diver and round (an earlier "
+        "job of the same diver and round is superseded).")
+    error: JobError | None = None
+    created_at: datetime
+
+
+class DiverStanding(BaseModel):
+    """A diver's place in an event: the total of their counted dives, ranked as a competition table is."""
+
+    rank: int | None = Field(description="1 = highest total; equal totals (to 2 decimals) share a rank and the next "
+                             "rank is skipped (1, 2, 2, 4). None while the diver has no scored dive.")
+    diver: str
+    total: float = Field(description="Sum of the counted dives' scores, rounded to 2 decimals.")
+    dives_counted: int
+    dives_pending: int = Field(description="Dives queued or running.")
+    dives_failed: int
+
+
+class EventResults(BaseModel):
+    """Every dive of an event with its score and interval, and each diver's total and rank."""
+
+    competition: str | None
+    event: str | None
+    total: int = Field(description="Jobs of the event.")
+    counts: dict[str, int] = Field(description="Jobs per status.")
+    progress: float = Field(description="Finished jobs / total, 0..1.")
+    finished: bool
+    standings: list[DiverStanding] = Field(description="In rank order; divers without a scored dive last.")
+    dives: list[EventDive] = Field(description="By round, then diver, then upload time; dives without a diver are "
+                                   "listed but not ranked.")
+
+
+class ModelCard(BaseModel):
+    """The card of the model this server is configured to serve: data, metrics, limits, evaluation report."""
+
+    model_id: str
+    version: str
+    head: str
+    summary: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict, description="What it was trained and evaluated on.")
+    evaluations: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per evaluation set: Spearman and relative L2 (x100) on final score and "
+        "execution, the difficulty-only baseline, interval coverage.")
+    calibration: dict[str, Any] | None = None
+    limits: list[str] = Field(default_factory=list)
+    created: str | None = None
+    report_url: str | None = Field(None, description="The self-contained HTML evaluation report, when there is one.")
+    live: bool = Field(description="A live worker serves this model id and version now.")

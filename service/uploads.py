@@ -34,7 +34,7 @@ from service.jobs import JobStore
 log = logging.getLogger(__name__)
 
 FILE_FIELD = "video"
-TEXT_FIELDS = frozenset({"difficulty", "action_class", "competition", "event"})
+TEXT_FIELDS = frozenset({"difficulty", "action_class", "competition", "event", "diver", "round"})
 MAX_TEXT_FIELD_BYTES = 1024
 FORM_OVERHEAD_BYTES = 64 * 1024  # part headers and text fields on top of the video itself
 

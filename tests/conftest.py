@@ -8,6 +8,8 @@ import pytest
 
 from tests.media import write_h264
 
+pytest_plugins = ["tests.browser"]  # the browser tests' fixtures and their --screenshots option
+
 
 @pytest.fixture(scope="session")
 def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

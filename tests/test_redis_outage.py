@@ -110,6 +110,10 @@ def test_a_30_second_outage_answers_503_in_time_and_scoring_resumes_by_itself(
         ("GET", f"/v1/batches/{batch}/results", None, {}, 503),
         ("GET", "/v1/models", None, {}, 503),
         ("GET", "/v1/exemplars", None, {}, 503),
+        ("GET", "/v1/model-card", None, {}, 503),
+        ("GET", "/v1/events", None, {}, 503),
+        ("GET", "/v1/events/results?event=final", None, {}, 503),
+        ("GET", "/", None, {}, 200),  # the desk page itself needs no store
         ("GET", "/metrics", None, {}, 503),
         ("GET", "/readyz", None, {}, 503),
         ("GET", "/healthz", None, {}, 200),

@@ -14,9 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.clips import ClipProtocol
 from models.scorer import QueryLabels, Scorer
 from training.datasets.records import DiveRecord
 from training.metrics import fisher_z_average, per_class_spearman, relative_l2, spearman
+from training.report_html import REPORT_HTML, write_html_report
 from training.synth.readout import MIN_DIVES, fault_readout, read_factors
 
 
@@ -39,10 +41,12 @@ class Evaluation:
         return data
 
     def write(self, folder: Path, title: str) -> None:
-        """``evaluation.json`` (metrics + per-dive predictions) and ``scatter.png``."""
+        """``evaluation.json`` (metrics + per-dive predictions), ``scatter.png`` and ``report.html`` (every plot,
+        self-contained: :mod:`training.report_html`)."""
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "evaluation.json").write_text(json.dumps(asdict(self), indent=2) + "\n")
         plot_scatter(self, folder / "scatter.png", title)
+        write_html_report(asdict(self), folder / REPORT_HTML, title)
 
 
 def evaluate_scorer(scorer: Scorer, records: list[DiveRecord], clip_features: torch.Tensor,
@@ -53,13 +57,32 @@ def evaluate_scorer(scorer: Scorer, records: list[DiveRecord], clip_features: to
         labels = QueryLabels(difficulty=record.difficulty if use_difficulty else None,
                              action_class=record.action_class)
         result = scorer.score_features(features, labels, exclude_ids=frozenset({record.key}))
-        rows.append({
+        row = {
             "key": record.key, "true_final": record.final_score, "pred_final": result.score,
             "difficulty": record.difficulty, "difficulty_used": result.difficulty,
             "action_class": record.action_class, "interval_low": result.interval.low,
             "interval_high": result.interval.high, "vote_spread": result.vote_spread,
-        })
+        }
+        if "parts" in result.evidence:
+            row["tpt_parts"] = tpt_parts_in_frames(result.evidence["parts"], scorer.extractor.clips)
+        rows.append(row)
     return summarize(rows, score_range)
+
+
+def tpt_parts_in_frames(parts: list[dict[str, Any]], clips: ClipProtocol) -> list[dict[str, Any]]:
+    """TPT's part evidence (clip indices) as positions in the frames the clips read: 0 = the first, 1 = the last."""
+    last_frame = max(clips.frames_needed - 1, 1)
+    mid = [start + (clips.length - 1) / 2 for start in clips.starts]
+
+    def position(frame: float) -> float:
+        return round(float(frame) / last_frame, 4)
+
+    return [
+        {"part": part["part"], "centre": position(np.interp(part["centre_clip"], np.arange(len(mid)), mid)),
+         "span": [position(clips.starts[part["span_clips"][0]]),
+                  position(clips.starts[part["span_clips"][1]] + clips.length - 1)]}
+        for part in parts
+    ]
 
 
 def add_synthetic_readout(evaluation: Evaluation, dataset: Path) -> Evaluation:

@@ -1,6 +1,6 @@
 """The model card: which data, configuration and code made a model directory, and how well it scores.
 
-Written as ``model_card.json`` (for tools: the API's ``GET /v1/models`` serves it) and
+Written as ``model_card.json`` (for tools: the API's ``GET /v1/model-card`` serves it) and
 ``MODEL_CARD.md`` (for people), always from the same dictionary.
 """
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from models.results import ScoreResult
-from service.schemas import BatchRecord, JobError, JobRecord, ModelDescription
+from service.schemas import BatchRecord, EventRef, JobError, JobRecord, ModelDescription
 
 LATENCY_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 """Upper bounds (seconds) of the stage-latency histogram buckets; a last '+Inf' bucket follows."""
@@ -139,6 +139,14 @@ class JobStore(ABC):
 
     def latencies(self) -> dict[str, Histogram]:
         return histograms_from_counters(self.counters())
+
+    @abstractmethod
+    def event_jobs(self, competition: str | None, event: str | None) -> list[JobRecord]:
+        """The jobs admitted with this competition and event (None matches a job without the field), oldest first."""
+
+    @abstractmethod
+    def events(self) -> list[EventRef]:
+        """Every (competition, event) some kept job names, with its number of jobs."""
 
     @abstractmethod
     def save_batch(self, batch: BatchRecord, ttl: float) -> None: ...

@@ -7,12 +7,16 @@ Keys (``P`` is ``AQA_KEY_PREFIX``)::
     P counters      hash of cumulative counters (finished:<status>, latency:<stage>:<bucket|sum|count>)
     P batch:<id>    JSON BatchRecord
     P workers       hash: worker id -> {"fingerprint", "beat_at", "expires_at", "jobs"}
+    P event:<e>     sorted set of the ids of jobs admitted with event key e = JSON [competition, event]
+    P events        hash: event key -> time of its latest admission
     P model:<fp>    JSON ModelDescription of a loaded model
     P finished      pub/sub channel: the id of every job the moment its outcome is stored
 
 Admission, start, finish and requeue are Lua scripts, so each is one atomic step on the server: two
 workers finishing the same redelivered job cannot both store a result. Finished jobs expire after
-``result_expires`` seconds. The scripts name keys they build from the prefix (single Redis, not Cluster).
+``result_expires`` seconds; an event's index twice that after its latest admission or finished job,
+and ids of expired jobs are dropped from it when it is read. The scripts name keys they build from the
+prefix (single Redis, not Cluster).
 
 Unreachable Redis (down, restarting, loading its AOF, a read-only replica): each call retries with
 exponential backoff for ``retry_seconds`` (0 in the API, which answers 503 at once; minutes in the
@@ -41,7 +45,15 @@ from service.jobs.base import (
     WorkerBeat,
     latency_counter_increments,
 )
-from service.schemas import BatchRecord, JobError, JobRecord, JobRequest, JobStatus, ModelDescription
+from service.schemas import (
+    BatchRecord,
+    EventRef,
+    JobError,
+    JobRecord,
+    JobRequest,
+    JobStatus,
+    ModelDescription,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +64,13 @@ for _, job in ipairs(jobs) do
   redis.call('HSET', ARGV[2] .. 'job:' .. job.id, 'status', 'queued', 'request', job.request,
              'created_at', job.created_at, 'attempts', 0)
   redis.call('ZADD', KEYS[1], tonumber(job.created_at), job.id)
+  if job.event then
+    local index = ARGV[2] .. 'event:' .. job.event
+    redis.call('ZADD', index, tonumber(job.created_at), job.id)
+    redis.call('EXPIRE', index, ARGV[4])
+    redis.call('HSET', ARGV[2] .. 'events', job.event, job.created_at)
+    redis.call('EXPIRE', ARGV[2] .. 'events', ARGV[4])
+  end
 end
 return 1
 """
@@ -72,6 +91,10 @@ redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('ZREM', KEYS[2], ARGV[6])
 for name, value in pairs(cjson.decode(ARGV[7])) do
   redis.call('HINCRBYFLOAT', KEYS[3], name, value)
+end
+if ARGV[8] ~= '' then  -- the job's event index outlives it: its record is kept result_expires from now
+  redis.call('EXPIRE', ARGV[8], ARGV[10])
+  redis.call('EXPIRE', ARGV[9], ARGV[10])
 end
 redis.call('PUBLISH', KEYS[4], ARGV[6])
 return 1
@@ -157,8 +180,14 @@ class RedisJobStore(JobStore):
 
     @_retried
     def admit(self, records: list[JobRecord], max_depth: int) -> bool:
-        jobs = [{"id": r.id, "request": r.request.model_dump_json(), "created_at": repr(r.created_at)} for r in records]
-        return bool(self._admit(keys=[self._active], args=[max_depth, self.prefix, json.dumps(jobs)]))
+        jobs = []
+        for r in records:
+            job = {"id": r.id, "request": r.request.model_dump_json(), "created_at": repr(r.created_at)}
+            if r.request.competition is not None or r.request.event is not None:
+                job["event"] = _event_key(r.request.competition, r.request.event)
+            jobs.append(job)
+        return bool(self._admit(keys=[self._active],
+                                args=[max_depth, self.prefix, json.dumps(jobs), 2 * self.result_expires]))
 
     @_retried
     def active_count(self) -> int:
@@ -189,9 +218,12 @@ class RedisJobStore(JobStore):
         status = JobStatus.done if result is not None else JobStatus.failed
         field, payload = ("result", result.model_dump_json()) if result is not None else ("error", error.model_dump_json())
         increments = {f"finished:{status.value}": 1, **latency_counter_increments(record, result)}
+        event = record.request.competition is not None or record.request.event is not None
+        event_index = f"{self.prefix}event:{_event_key(record.request.competition, record.request.event)}"
         return bool(self._finish(
             keys=[self._job_key(job_id), self._active, self._counters, self.finished_channel],
-            args=[status.value, now, field, payload, self.result_expires, job_id, json.dumps(increments)],
+            args=[status.value, now, field, payload, self.result_expires, job_id, json.dumps(increments),
+                  event_index if event else "", f"{self.prefix}events", 2 * self.result_expires],
         ))
 
     @_retried
@@ -223,6 +255,32 @@ class RedisJobStore(JobStore):
 
     def _counter_values(self) -> dict[str, float]:
         return {k: float(v) for k, v in self.client.hgetall(self._counters).items()}
+
+    @_retried
+    def event_jobs(self, competition: str | None, event: str | None) -> list[JobRecord]:
+        return self._event_jobs(competition, event)
+
+    def _event_jobs(self, competition: str | None, event: str | None) -> list[JobRecord]:
+        index = f"{self.prefix}event:{_event_key(competition, event)}"
+        ids = self.client.zrange(index, 0, -1)
+        records = self._get_many(ids) if ids else []
+        expired = [job_id for job_id, record in zip(ids, records, strict=True) if record is None]
+        if expired:
+            self.client.zrem(index, *expired)
+        return [record for record in records if record is not None]
+
+    @_retried
+    def events(self) -> list[EventRef]:
+        events_key = f"{self.prefix}events"
+        found = []
+        for key, last in self.client.hgetall(events_key).items():
+            competition, event = json.loads(key)
+            jobs = self._event_jobs(competition, event)
+            if jobs:
+                found.append((float(last), EventRef(competition=competition, event=event, dives=len(jobs))))
+            else:
+                self.client.hdel(events_key, key)
+        return [ref for _, ref in sorted(found, key=lambda pair: -pair[0])]
 
     @_retried
     def save_batch(self, batch: BatchRecord, ttl: float) -> None:
@@ -325,6 +383,10 @@ def _redacted(url: str) -> str:
     """host:port/db of a Redis URL, without credentials."""
     parts = urlsplit(url)
     return f"{parts.hostname}:{parts.port or 6379}{parts.path}" if parts.hostname else url
+
+
+def _event_key(competition: str | None, event: str | None) -> str:
+    return json.dumps([competition, event])
 
 
 def _record(job_id: str, values: list[str | None]) -> JobRecord | None:

@@ -31,7 +31,15 @@ from service.jobs.base import (
     WorkerBeat,
     latency_counter_increments,
 )
-from service.schemas import BatchRecord, JobError, JobRecord, JobRequest, JobStatus, ModelDescription
+from service.schemas import (
+    BatchRecord,
+    EventRef,
+    JobError,
+    JobRecord,
+    JobRequest,
+    JobStatus,
+    ModelDescription,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -47,6 +55,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at);
+CREATE INDEX IF NOT EXISTS jobs_by_event ON jobs (
+    json_extract(request, '$.competition'), json_extract(request, '$.event'), created_at);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, created_at REAL NOT NULL, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, expires_at REAL NOT NULL);
@@ -209,6 +219,23 @@ class SqliteJobStore(JobStore):
     def counters(self) -> dict[str, float]:
         with self._connection() as db:
             return dict(db.execute("SELECT name, value FROM counters").fetchall())
+
+    def event_jobs(self, competition: str | None, event: str | None) -> list[JobRecord]:
+        with self._connection() as db:
+            rows = db.execute(
+                "SELECT id, status, request, created_at, started_at, finished_at, attempts, worker, result, error "
+                "FROM jobs WHERE json_extract(request, '$.competition') IS ? AND json_extract(request, '$.event') IS ? "
+                "ORDER BY created_at", (competition, event),
+            ).fetchall()
+        return [_record(row) for row in rows]
+
+    def events(self) -> list[EventRef]:
+        with self._connection() as db:
+            rows = db.execute(
+                "SELECT json_extract(request, '$.competition') AS c, json_extract(request, '$.event') AS e, COUNT(*) "
+                "FROM jobs WHERE c IS NOT NULL OR e IS NOT NULL GROUP BY c, e ORDER BY MAX(created_at) DESC"
+            ).fetchall()
+        return [EventRef(competition=c, event=e, dives=n) for c, e, n in rows]
 
     def save_batch(self, batch: BatchRecord, ttl: float) -> None:
         with self._transaction(durable=True) as db:

@@ -18,6 +18,7 @@ from service.dispatch import Services, new_id
 from service.errors import ApiError, error_responses
 from service.export import result_row, rows_to_csv
 from service.schemas import (
+    MAX_ROUND,
     ArchiveSpec,
     Batch,
     BatchCreate,
@@ -149,7 +150,7 @@ def archive_requests(spec: ArchiveSpec, settings: ServiceSettings, batch_id: str
         entries = _csv_entries(folder, spec.labels_csv, settings.max_queue_depth)
     else:
         pattern = folder.rglob("*") if spec.recursive else folder.glob("*")
-        entries = [(path, None, None) for path in sorted(pattern)  # a symlink may not lead out of the folder
+        entries = [(path, {}) for path in sorted(pattern)  # a symlink may not lead out of the folder
                    if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file() and path.resolve().is_relative_to(folder)]
     if not entries:
         raise ApiError(422, "empty_archive", f"The folder {spec.folder} holds no video files to score.")
@@ -157,8 +158,8 @@ def archive_requests(spec: ArchiveSpec, settings: ServiceSettings, batch_id: str
         raise too_many_videos(settings.max_queue_depth)
     requests = [
         JobRequest(source_name=str(path.relative_to(folder)), video_path=str(path), owns_file=False,
-                   difficulty=difficulty, action_class=action_class, batch_id=batch_id)
-        for path, difficulty, action_class in entries
+                   competition=spec.competition, event=spec.event, batch_id=batch_id, **labels)
+        for path, labels in entries
     ]
     return folder, requests
 
@@ -168,8 +169,9 @@ def too_many_videos(max_depth: int) -> ApiError:
                     "score it in smaller batches (sub-folders, or a labels CSV per part).")
 
 
-def _csv_entries(folder: Path, name: str, max_rows: int) -> list[tuple[Path, float | None, str | None]]:
-    """The rows of a labels CSV; 422 with the line and the reason for anything it cannot use."""
+def _csv_entries(folder: Path, name: str, max_rows: int) -> list[tuple[Path, dict[str, object]]]:
+    """(video, its labels: difficulty, action_class, diver, round) for each row of the archive's CSV; 422 with
+    the line and the reason for anything it cannot use."""
     try:
         labels = (folder / name).resolve()
         if not labels.is_relative_to(folder) or not labels.is_file():
@@ -186,7 +188,7 @@ def _csv_entries(folder: Path, name: str, max_rows: int) -> list[tuple[Path, flo
     if "\x00" in text:
         raise ApiError(422, "invalid_labels_csv", f"{name} contains NUL characters: it is not a text CSV.")
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    entries: list[tuple[Path, float | None, str | None]] = []
+    entries: list[tuple[Path, dict[str, object]]] = []
     try:
         if "video" not in (reader.fieldnames or []):
             raise ApiError(422, "invalid_labels_csv", f"{name} has no 'video' column.")
@@ -200,7 +202,7 @@ def _csv_entries(folder: Path, name: str, max_rows: int) -> list[tuple[Path, flo
     return entries
 
 
-def _csv_entry(folder: Path, name: str, line: int, row: dict[str, str | None]) -> tuple[Path, float | None, str | None]:
+def _csv_entry(folder: Path, name: str, line: int, row: dict[str, str | None]) -> tuple[Path, dict[str, object]]:
     video = row.get("video")
     if not video:
         raise ApiError(422, "invalid_labels_csv", f"{name} line {line}: the 'video' cell is empty.")
@@ -212,4 +214,12 @@ def _csv_entry(folder: Path, name: str, line: int, row: dict[str, str | None]) -
     except ValueError as exc:
         raise ApiError(422, "invalid_labels_csv",
                        f"{name} line {line}: difficulty {row['difficulty']!r} is not a number.") from exc
-    return path, difficulty, row.get("action_class") or None
+    try:
+        dive_round = int(row["round"]) if row.get("round") else None
+    except ValueError:
+        dive_round = 0
+    if dive_round is not None and not 1 <= dive_round <= MAX_ROUND:
+        raise ApiError(422, "invalid_labels_csv",
+                       f"{name} line {line}: round {row['round']!r} is not a whole number from 1 to {MAX_ROUND}.")
+    return path, {"difficulty": difficulty, "action_class": row.get("action_class") or None,
+                  "diver": row.get("diver") or None, "round": dive_round}

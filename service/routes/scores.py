@@ -17,7 +17,7 @@ from service.dependencies import ServicesDep, require_read, require_score
 from service.dispatch import Services, new_id
 from service.errors import ApiError, error_responses
 from service.jobs import StoreUnavailable
-from service.schemas import Job, JobAccepted, JobRecord, JobRequest, ScoreFields
+from service.schemas import MAX_ROUND, Job, JobAccepted, JobRecord, JobRequest, ScoreFields
 from service.uploads import FILE_FIELD, UploadLimits, receive_upload
 from video.errors import VideoError
 from video.probe import probe_video
@@ -39,6 +39,9 @@ UPLOAD_FORM = {
                                  "description": "Dive code; narrows the choice of exemplars."},
                 "competition": {"type": "string", "example": "2024 National Championships"},
                 "event": {"type": "string", "example": "Women's 3m springboard final"},
+                "diver": {"type": "string", "example": "A. Diver", "description": "Who dived (for the event's table)."},
+                "round": {"type": "integer", "minimum": 1, "maximum": MAX_ROUND, "example": 3,
+                          "description": "The dive's round in its event (1 = first dive)."},
             },
         }}},
     }
