@@ -21,6 +21,8 @@ from typing import Literal, Protocol
 import redis
 from kombu.transport.redis import PRIORITY_STEPS
 from kombu.transport.redis import Channel as RedisChannel
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from service.completion import CompletionWaiters
 from service.errors import ApiError
@@ -60,7 +62,8 @@ class CeleryDispatcher:
         self.app.conf.update(broker_connection_timeout=1.0, task_publish_retry_policy={
             "max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2})
         self.task_name = TASK_NAME
-        self._broker = redis.Redis.from_url(settings.broker_url, socket_timeout=2, socket_connect_timeout=0.5)
+        self._broker = redis.Redis.from_url(settings.broker_url, socket_timeout=2, socket_connect_timeout=0.5,
+                                            retry=Retry(NoBackoff(), 1))  # /readyz answers within a second
         self.reconciler = Reconciler(store, settings.worker_heartbeat_seconds, self.dispatch, self.broker_job_ids)
 
     def start(self) -> None:

@@ -4,7 +4,7 @@
 uvicorn, the given model, API keys, an archive root holding one dive and a labels CSV, so every route
 can be reached), then runs ``schemathesis run`` on its OpenAPI document with every check (server errors,
 response schema, documented status codes and content types, negative data rejected, auth enforced,
-...; tests/schemathesis.toml holds the one exception and why), bounded by ``--max-examples`` per
+...; tests/schemathesis.toml holds the two exceptions and why), bounded by ``--max-examples`` per
 operation. A real finished job and a batch of it are made first, so their routes answer 200 as well
 as 404. Exits with Schemathesis' exit code: 0 only if no check failed (or 1 if the server logged a
 traceback).
