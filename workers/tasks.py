@@ -115,6 +115,9 @@ def _load_model(**_: object) -> None:
     except ConfigurationError as exc:  # checked before the pool started; its jobs fail with the reason
         log.critical("%s", exc)
         return
+    except Exception:  # e.g. the GPU cannot be used from this process; its jobs retry the load and fail
+        log.critical("this pool process could not load the model", exc_info=True)
+        return
     beat = Heartbeat(open_job_store(settings), model_cache.describe(loaded, settings), settings.worker_heartbeat_seconds)
     try:
         beat.beat()
