@@ -22,7 +22,7 @@ from pathlib import Path
 
 from models.pretrained import DEMO_MODEL_DIR
 from service.client import ScoringClient
-from tests.service_processes import REPO, free_port, service_env, start_api
+from tests.service_processes import free_port, service_env, start_api
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 SCORE_KEY, READ_KEY = "fuzz-score-key", "fuzz-read-key"
@@ -53,7 +53,8 @@ def run(model_dir: Path, video: Path, max_examples: int, seed: int, report_dir: 
         if report_dir is not None:
             command += ["--report", "junit", "--report-dir", str(report_dir)]
         try:
-            done = subprocess.run(command, cwd=REPO, env={**os.environ, **ids, "NO_COLOR": "1"}, check=False)
+            # run from the scratch folder: Schemathesis keeps its cache of findings in the working directory
+            done = subprocess.run(command, cwd=work, env={**os.environ, **ids, "NO_COLOR": "1"}, check=False)
         finally:
             server.stop()
         if "Traceback" in server.log():
