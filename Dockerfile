@@ -39,8 +39,10 @@ CMD ["aqa", "serve"]
 # ---------------------------------------------------------------------------------------------------
 FROM nvidia/cuda:12.6.3-cudnn-runtime-ubuntu22.04 AS gpu
 
+# PYTORCH_NVML_BASED_CUDA_CHECK: torch.cuda.is_available() asks NVML instead of initialising the CUDA
+# driver, so even a stray check in the worker's (forking) parent cannot break CUDA in its pool processes.
 ENV DEBIAN_FRONTEND=noninteractive PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    AQA_HOST=0.0.0.0 AQA_PORT=8000 AQA_DATA_DIR=/data PATH=/opt/venv/bin:$PATH
+    AQA_HOST=0.0.0.0 AQA_PORT=8000 AQA_DATA_DIR=/data PATH=/opt/venv/bin:$PATH PYTORCH_NVML_BASED_CUDA_CHECK=1
 RUN apt-get update \
     && apt-get install -y --no-install-recommends software-properties-common gpg-agent \
     && add-apt-repository -y ppa:deadsnakes/ppa \

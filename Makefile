@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: serve test lint demo-model bench
+.PHONY: serve test lint demo-model bench fuzz-api
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,3 +27,8 @@ demo-model: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
+
+# Fuzz the HTTP API with Schemathesis (every check, 50 cases per operation and phase) against a real
+# `aqa serve` with the demo model; a bounded version runs in `make test` (tests/test_api_fuzz.py).
+fuzz-api: $(STAMP)
+	$(BIN)/python -m tests.fuzz_api --max-examples 50

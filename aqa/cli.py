@@ -245,9 +245,9 @@ def _worker(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.loglevel.upper(), format="[%(asctime)s: %(levelname)s/%(processName)s] %(message)s")
     try:
         from workers.celery_app import app
-        from workers.model_cache import get_scorer
+        from workers.model_check import check_loads
 
-        get_scorer(settings)  # loaded once here; the pool processes inherit it
+        check_loads(settings)  # in a throwaway interpreter: this process forks the pool and must stay torch-free
     except ConfigurationError as exc:
         raise CliError(str(exc)) from exc
     app.worker_main([

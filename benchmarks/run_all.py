@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHMARKS = ("bench_decode.py", "bench_backbone.py", "bench_channels_last.py", "bench_bfloat16.py", "bench_core_head.py", "bench_render.py", "bench_localise.py", "bench_score.py", "bench_runtime.py", "bench_familiarity.py")
+BENCHMARKS = ("bench_decode.py", "bench_backbone.py", "bench_channels_last.py", "bench_bfloat16.py", "bench_core_head.py", "bench_render.py", "bench_localise.py", "bench_score.py", "bench_runtime.py", "bench_familiarity.py", "bench_wait.py")
 
 
 def main() -> int:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from service.export import COLUMNS, result_row
+from service.export import COLUMNS, csv_cell, csv_row, result_row
 from service.schemas import JobError
 from service.settings import ServiceSettings
 
@@ -101,8 +101,8 @@ def run_batch(source: Path, out: Path, *, url: str | None = None, api_key: str |
               progress: bool = True) -> BatchSummary:
     """Score every input not finished in ``out`` yet; per-item failures are rows, never exceptions."""
     inputs = list_inputs(source)
-    previous = read_rows(out)
-    todo = [i for i in inputs if previous.get(i.source, {}).get("status") not in FINISHED]
+    previous = read_rows(out)  # keyed by the source as written: csv_cell(source)
+    todo = [i for i in inputs if previous.get(csv_cell(i.source), {}).get("status") not in FINISHED]
     summary = BatchSummary(total=len(inputs), skipped=len(inputs) - len(todo), done=0, failed=0, errors=0)
     out.parent.mkdir(parents=True, exist_ok=True)
     new_file = not out.is_file() or out.stat().st_size == 0
@@ -113,9 +113,10 @@ def run_batch(source: Path, out: Path, *, url: str | None = None, api_key: str |
             writer.writeheader()
 
         def record(row: dict[str, object]) -> None:
-            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+            safe = csv_row(row)
+            writer.writerow(safe)
             file.flush()
-            previous[str(row["source"])] = {k: "" if v is None else str(v) for k, v in row.items()}
+            previous[str(safe["source"])] = {k: str(v) for k, v in safe.items()}
             status = row["status"]
             summary.done += status == "done"
             summary.failed += status == "failed"
@@ -126,7 +127,7 @@ def run_batch(source: Path, out: Path, *, url: str | None = None, api_key: str |
             _score_remote(todo, url, api_key, concurrency, timeout, record)
         else:
             _score_embedded(todo, settings or ServiceSettings(), record)
-    _rewrite(out, [previous[i.source] for i in inputs if i.source in previous])
+    _rewrite(out, [previous[csv_cell(i.source)] for i in inputs if csv_cell(i.source) in previous])
     return summary
 
 

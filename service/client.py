@@ -35,6 +35,10 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.retry_after = status, code, message, retry_after
 
 
+RETRIED_STATUSES = (429, 503)
+"""Answers that mean 'not now': the queue is full, or the job store is unreachable for a moment."""
+
+
 class ScoringClient:
     def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 60.0,
                  transport: httpx.BaseTransport | None = None) -> None:
@@ -78,13 +82,13 @@ class ScoringClient:
             JobAccepted.model_validate(response.json())
 
     def submit_retrying(self, video: Path, *, patience: float = 600.0, **fields: object) -> JobAccepted | Job:
-        """:meth:`submit`, waiting out 429 (queue full) answers as the server's Retry-After asks."""
+        """:meth:`submit`, waiting out 429 (queue full) and 503 (store unreachable) as Retry-After asks."""
         deadline = time.monotonic() + patience
         while True:
             try:
                 return self.submit(video, **fields)
             except ApiError as exc:
-                if exc.status != 429 or time.monotonic() > deadline:
+                if exc.status not in RETRIED_STATUSES or time.monotonic() > deadline:
                     raise
                 time.sleep(exc.retry_after or 1.0)
 
@@ -92,10 +96,16 @@ class ScoringClient:
         return Job.model_validate(self._check(self.http.get(f"/v1/jobs/{job_id}")).json())
 
     def wait(self, job_id: str, timeout: float = 600.0, poll: float = 0.25) -> Job:
-        """Poll until the job is done or failed; TimeoutError after ``timeout`` seconds."""
+        """Poll until the job is done or failed (waiting out 503s); TimeoutError after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while True:
-            job = self.job(job_id)
+            try:
+                job = self.job(job_id)
+            except ApiError as exc:
+                if exc.status != 503 or time.monotonic() > deadline:
+                    raise
+                time.sleep(exc.retry_after or 1.0)
+                continue
             if job.status.finished:
                 return job
             if time.monotonic() > deadline:

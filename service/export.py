@@ -1,9 +1,15 @@
-"""One flat row per scored item, for CSV/JSON exports (batch results API and ``aqa batch``)."""
+"""One flat row per scored item, for CSV/JSON exports (batch results API and ``aqa batch``).
+
+CSV cells are made safe to open in a spreadsheet: control characters are dropped, and a text cell that
+a spreadsheet would read as a formula (starting with = + - @, a tab or a carriage return) is prefixed
+with a single quote (OWASP's CSV-injection rule). Numbers are written as they are.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterable
 
 from models.results import ScoreResult
@@ -40,10 +46,28 @@ def result_row(source: str, job_id: str | None, status: str, result: ScoreResult
     return row
 
 
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """A cell value safe for spreadsheets: '' for None, numbers as they are, text without controls or formulas."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        return value
+    text = CONTROL_CHARACTERS.sub("", value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def csv_row(row: dict[str, object]) -> dict[str, object]:
+    return {k: csv_cell(v) for k, v in row.items()}
+
+
 def rows_to_csv(rows: Iterable[dict[str, object]]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+        writer.writerow(csv_row(row))
     return buffer.getvalue()

@@ -9,7 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 
 from models.results import ModelRef, ScoreResult
 
@@ -142,32 +142,42 @@ class ScoreFields(BaseModel):
 
 
 class ArchiveSpec(BaseModel):
-    folder: str = Field(description="Server-side folder inside one of the operator's AQA_ARCHIVE_ROOTS.")
+    model_config = {"extra": "forbid"}
+
+    folder: str = Field(min_length=1, max_length=4096,
+                        description="Server-side folder inside one of the operator's AQA_ARCHIVE_ROOTS.")
     recursive: bool = Field(False, description="Also take videos in sub-folders.")
     labels_csv: str | None = Field(
-        None, description="CSV in the folder with a 'video' column (path relative to the folder) and optional "
+        None, min_length=1, max_length=1024,
+        description="CSV in the folder with a 'video' column (path relative to the folder) and optional "
         "'difficulty', 'action_class', 'diver' and 'round' columns; when given, only its rows are scored."
     )
     competition: str | None = Field(None, max_length=200, description="Competition of every video of the archive.")
     event: str | None = Field(None, max_length=200, description="Event of every video of the archive.")
 
 
-class BatchCreate(BaseModel):
-    """Exactly one of ``job_ids`` (already uploaded items) and ``archive`` (a server-side folder)."""
+class UploadedJobsBatch(BaseModel):
+    """A batch of jobs already uploaded with POST /v1/scores, followed together."""
 
-    job_ids: list[str] | None = Field(None, min_length=1, max_length=10_000)
-    archive: ArchiveSpec | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> BatchCreate:
-        if (self.job_ids is None) == (self.archive is None):
-            raise ValueError("give exactly one of 'job_ids' and 'archive'")
-        return self
-
-    model_config = {"json_schema_extra": {"examples": [
-        {"archive": {"folder": "/srv/archive/2024-nationals/3m-springboard", "recursive": False}},
+    model_config = {"extra": "forbid", "json_schema_extra": {"examples": [
         {"job_ids": ["6f1c0d4e9a5b4c1f8e2d3a4b5c6d7e8f", "0a1b2c3d4e5f60718293a4b5c6d7e8f9"]},
     ]}}
+
+    job_ids: list[str] = Field(min_length=1, max_length=10_000)
+
+
+class ArchiveBatch(BaseModel):
+    """A batch of the videos of a server-side archive folder, scored in place."""
+
+    model_config = {"extra": "forbid", "json_schema_extra": {"examples": [
+        {"archive": {"folder": "/srv/archive/2024-nationals/3m-springboard", "recursive": False}},
+    ]}}
+
+    archive: ArchiveSpec
+
+
+BatchCreate = UploadedJobsBatch | ArchiveBatch
+"""POST /v1/batches: exactly one of ``job_ids`` and ``archive`` (each shape forbids the other's field)."""
 
 
 class BatchRecord(BaseModel):

@@ -70,7 +70,19 @@ class ServiceSettings(BaseSettings):
     max_queue_depth: int = Field(
         100, gt=0, description="Most jobs accepted and not finished; beyond it the API answers 429."
     )
-    retry_after_seconds: int = Field(5, gt=0, description="Retry-After sent with a 429.")
+    retry_after_seconds: int = Field(
+        2, gt=0, description="Retry-After sent with a 429 (queue full) or a 503 (job store unreachable). Keep it "
+        "well below the server's 5 s keep-alive, so a client that waits this long and retries on its pooled "
+        "connection does not race the server closing that connection.",
+    )
+    upload_idle_seconds: float = Field(
+        20.0, gt=0, description="An upload whose client sends nothing for this long is ended with 408 and its "
+        "partial file deleted.",
+    )
+    upload_min_bytes_per_second: int = Field(
+        8192, ge=0, description="Slowest average upload rate accepted once the first AQA_UPLOAD_IDLE_SECONDS "
+        "have passed (a trickling client is ended with 408); 0 disables the check.",
+    )
     max_wait_seconds: float = Field(60.0, ge=0, description="Cap of POST /v1/scores?wait=SECONDS.")
     archive_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
@@ -108,7 +120,17 @@ class ServiceSettings(BaseSettings):
         "video unlike the model's training dives (see the result's `familiarity`). Off: score it and flag it."
     )
     worker_heartbeat_seconds: float = Field(
-        10.0, gt=0, description="How often workers announce themselves; gone after three missed beats."
+        10.0, gt=0, description="How often workers announce themselves; gone after three missed beats, and then "
+        "the API hands their running jobs back to the queue."
+    )
+    store_retry_seconds: float = Field(
+        120.0, ge=0, description="How long a worker keeps retrying an unreachable job store (Redis restarting or "
+        "down) before it gives the job back to the queue; a result is stored, and the job acknowledged, only "
+        "once Redis answers again.",
+    )
+    max_attempts: int = Field(
+        3, ge=1, description="Starts of a job before it is failed for good: each start beyond the first means a "
+        "worker was lost mid-job (killed, out of memory, over the hard time limit).",
     )
     test_task_delay_seconds: float = Field(
         0.0, ge=0,

@@ -190,3 +190,51 @@ class RedisNamespace:
         if keys:
             self.client.delete(*keys)
         self.client.close()
+
+
+class RedisServer:
+    """A redis-server of the test's own on a free port, with AOF on as docker-compose.yml runs it.
+
+    It may be stopped and restarted (on the same data files), which the shared Redis on 6379 never is.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        log = (self.directory / "redis.log").open("ab")
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+             "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        try:
+            wait_until(lambda: self._answers(client), 30, "the test Redis to answer")
+        finally:
+            client.close()
+
+    @staticmethod
+    def _answers(client: redis.Redis) -> bool:
+        try:
+            return bool(client.ping())
+        except redis.RedisError:  # refused, or still loading its AOF
+            return False
+
+    def stop(self) -> None:
+        """SIGTERM: Redis writes its AOF and exits, as on a restart or `docker compose stop`."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()

@@ -59,6 +59,12 @@ def test_compose_has_redis_with_aof_api_gpu_worker_and_optional_flower() -> None
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
     assert float(services["api"]["environment"]["AQA_VISIBILITY_TIMEOUT"]) > float(
         services["api"]["environment"]["AQA_TASK_TIME_LIMIT"])
+    assert services["api"]["environment"] == {**services["worker"]["environment"], "AQA_HOST": "0.0.0.0",
+                                               "AQA_PORT": "8000"}  # one configuration for both
+    threads = ("AQA_TORCH_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    assert not [v for name in ("api", "worker") for v in services[name]["environment"] if v in threads]
+    gpu_stage = DOCKERFILE[DOCKERFILE.index("AS gpu"):]
+    assert not [v for v in threads if v in DOCKERFILE] and "PYTORCH_NVML_BASED_CUDA_CHECK=1" in gpu_stage
 
 
 def test_dockerfile_has_a_cpu_and_a_cuda_gpu_target() -> None:
@@ -96,8 +102,8 @@ def compose_stack(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
     data = tmp_path_factory.mktemp("compose-data")
     port = str(free_port())
     overrides = {f"AQA_{k.upper()}": v for k, v in namespace.settings().items()}
-    overrides.update(AQA_DATA_DIR=str(data), AQA_MODEL_DIR=str(tiny_model_dir), AQA_TORCH_THREADS="1",
-                     AQA_MAX_QUEUE_DEPTH="8", AQA_RETRY_AFTER_SECONDS="1", AQA_MAX_UPLOAD_BYTES=str(256 * MIB))
+    overrides.update(AQA_DATA_DIR=str(data), AQA_MODEL_DIR=str(tiny_model_dir),
+                     AQA_MAX_QUEUE_DEPTH="8", AQA_MAX_UPLOAD_BYTES=str(256 * MIB))
     services = COMPOSE["services"]
     assert services["api"]["environment"]["AQA_BROKER_URL"].replace("redis:6379", "127.0.0.1:6379") == REDIS_URL
     worker = start_worker(compose_environment("worker", overrides), data / "worker.log",

@@ -46,7 +46,7 @@ def archive(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 @pytest.fixture(scope="module")
 def app(tiny_model_dir: Path, archive: Path, tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
     settings = ServiceSettings(
-        model_dir=tiny_model_dir, data_dir=tmp_path_factory.mktemp("service"), torch_threads=1,
+        model_dir=tiny_model_dir, data_dir=tmp_path_factory.mktemp("service"),
         api_keys=f"{SCORE_KEY}:score,{READ_KEY}:read", archive_roots=str(archive), max_upload_bytes=MAX_UPLOAD,
     )
     return create_app(settings)
@@ -173,7 +173,7 @@ def test_routing_and_unexpected_errors_use_the_same_body(app: FastAPI, client: T
 
 
 def test_a_full_queue_answers_429_with_retry_after(tiny_model_dir: Path, tiny_dataset: Path, tmp_path: Path) -> None:
-    settings = ServiceSettings(model_dir=tiny_model_dir, data_dir=tmp_path, torch_threads=1, max_queue_depth=1,
+    settings = ServiceSettings(model_dir=tiny_model_dir, data_dir=tmp_path, max_queue_depth=1,
                                retry_after_seconds=7, test_task_delay_seconds=1.0)
     with TestClient(create_app(settings)) as small:
         assert upload(small, dive(tiny_dataset, 7), headers={}).status_code == 202

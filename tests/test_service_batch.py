@@ -33,7 +33,7 @@ def read(out: Path) -> list[dict[str, str]]:
 
 def test_a_folder_is_scored_with_per_item_errors(folder: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "results.csv"
-    settings = ServiceSettings(model_dir=tiny_model_dir, torch_threads=1)
+    settings = ServiceSettings(model_dir=tiny_model_dir)
     summary = run_batch(folder, out, settings=settings, progress=False)
     assert (summary.total, summary.done, summary.failed, summary.errors, summary.skipped) == (4, 3, 1, 0, 0)
     rows = read(out)
@@ -48,7 +48,7 @@ def test_a_folder_is_scored_with_per_item_errors(folder: Path, tiny_model_dir: P
 def test_a_rerun_skips_finished_items_and_retries_transient_errors(folder: Path, tiny_model_dir: Path,
                                                                    tmp_path: Path) -> None:
     out = tmp_path / "results.csv"
-    settings = ServiceSettings(model_dir=tiny_model_dir, torch_threads=1)
+    settings = ServiceSettings(model_dir=tiny_model_dir)
     run_batch(folder, out, settings=settings, progress=False)
     rows = read(out)
     rows[1].update(status="error", score="", error_code="unreachable", error_message="connection refused")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ import pytest
 from aqa.cli import main
 from models.scorer import QueryLabels, Scorer
 from service.client import ApiError, ScoringClient
+from service.settings import ServiceSettings
 from tests.service_processes import (
     REPO,
     ServiceProcess,
@@ -37,6 +39,8 @@ from tests.service_processes import (
 pytestmark = pytest.mark.slow
 
 SCORE_KEY, READ_KEY = "e2e-score-key", "e2e-read-key"
+RETRY_AFTER = ServiceSettings.model_fields["retry_after_seconds"].default
+UVICORN_KEEP_ALIVE = 5  # seconds an idle connection stays open (uvicorn's default, which `aqa serve` keeps)
 UPLOAD_CAP = 256 * 2**20
 MIB = 2**20
 
@@ -49,8 +53,8 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(tiny_model_dir: Path, data_dir: Path) -> Iterator[tuple[ServiceProcess, str]]:
     data = data_dir
-    env = service_env(model_dir=tiny_model_dir, data_dir=data, port=free_port(), torch_threads=1,
-                      api_keys=f"{SCORE_KEY}:score,{READ_KEY}:read", max_queue_depth=8, retry_after_seconds=1,
+    env = service_env(model_dir=tiny_model_dir, data_dir=data, port=free_port(),
+                      api_keys=f"{SCORE_KEY}:score,{READ_KEY}:read", max_queue_depth=8,
                       max_upload_bytes=UPLOAD_CAP, test_task_delay_seconds=0.1)
     process, url = start_api(env, data / "api.log")
     try:
@@ -97,7 +101,7 @@ def test_twenty_concurrent_uploads_all_finish_and_a_full_queue_says_429(url: str
     with ThreadPoolExecutor(20) as pool:
         job_ids = list(pool.map(upload, videos))
     assert len(set(job_ids)) == 20
-    assert refusals and all(r.code == "queue_full" and r.retry_after == 1 for r in refusals)
+    assert refusals and all(r.code == "queue_full" and r.retry_after == RETRY_AFTER for r in refusals)
     with ScoringClient(url, api_key=READ_KEY) as client:
         jobs = [client.wait(job_id, timeout=120) for job_id in job_ids]
     assert [j.status.value for j in jobs] == ["done"] * 20
@@ -134,6 +138,74 @@ def test_a_1_gib_upload_is_refused_with_413_in_bounded_memory(server: tuple[Serv
     # This process also holds torch and the model (its baseline); the upload itself must add nothing but
     # buffers. The API process of a Celery deployment (no torch) is held under 300 MB in test_containers.py.
     assert after["VmHWM"] - before["VmHWM"] < 16 * 1024
+
+
+def test_a_client_that_waits_retry_after_reuses_its_connection(url: str) -> None:
+    """Retry-After (2 s) is well below the 5 s keep-alive: waiting it out never races the server's close."""
+    assert RETRY_AFTER <= UVICORN_KEEP_ALIVE - 2
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        for _ in range(4):
+            connection.sendall(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            answer = connection.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200") and b"connection: close" not in answer.lower()
+            time.sleep(RETRY_AFTER)  # what a client told Retry-After does before trying again on this connection
+
+
+def stalled_upload(host: str, port: int, first_bytes: int) -> socket.socket:
+    """An upload that declares 10 MiB, sends its headers and ``first_bytes`` of body, then nothing."""
+    boundary = "stalled"
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="video"; filename="slow.mp4"\r\n\r\n').encode()
+    connection = socket.create_connection((host, port), timeout=60)
+    connection.sendall((f"POST /v1/scores HTTP/1.1\r\nHost: {host}\r\nX-API-Key: {SCORE_KEY}\r\n"
+                        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+                        f"Content-Length: {10 * MIB}\r\n\r\n").encode() + head + bytes(first_bytes))
+    return connection
+
+
+def whole_answer(connection: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    answer = b""
+    while chunk := connection.recv(65536):
+        answer += chunk
+    return answer
+
+
+def test_stalled_uploads_are_ended_and_release_their_files(server: tuple[ServiceProcess, str], data_dir: Path) -> None:
+    """Issue #18 item 6: 20 uploads that stall mid-body each get 408 after AQA_UPLOAD_IDLE_SECONDS (20 s)."""
+    process, url = server
+    host, port = url.removeprefix("http://").split(":")
+    uploads = data_dir / "uploads"
+
+    def held() -> tuple[int, int]:
+        """Sockets and upload files the server process holds open."""
+        targets = []
+        for fd in Path(f"/proc/{process.pid}/fd").iterdir():
+            try:
+                targets.append(os.readlink(fd))
+            except FileNotFoundError:  # closed while we looked
+                pass
+        return sum(t.startswith("socket:") for t in targets), sum(t.startswith(str(uploads)) for t in targets)
+
+    sockets_before, _ = held()
+    started = time.monotonic()
+    connections = [stalled_upload(host, int(port), 64 * 1024) for _ in range(20)]
+    try:
+        wait_until(lambda: held()[1] >= 20, 10, "the 20 partial uploads to be open on the server")
+        during = held()
+        answers = [whole_answer(c) for c in connections]  # blocks until the server gives up on each
+        seconds = time.monotonic() - started
+        wait_until(lambda: held()[0] <= sockets_before and held()[1] == 0, 15,
+                   "the server to let go of the stalled uploads")
+    finally:
+        for connection in connections:
+            connection.close()
+    assert all(a.startswith(b"HTTP/1.1 408") and b'"upload_timeout"' in a for a in answers), answers[0][:300]
+    idle = ServiceSettings.model_fields["upload_idle_seconds"].default
+    assert idle <= seconds < idle + 10
+    assert list(uploads.glob("*.mp4")) == []
+    print(f"\n20 stalled uploads: {during[0] - sockets_before} sockets and {during[1]} partial files held; all "
+          f"answered 408 after {seconds:.1f} s, the server then held none of them (the clients still connected)")
 
 
 def test_wrong_or_missing_keys_over_http(url: str, tiny_dataset: Path) -> None:
@@ -185,16 +257,21 @@ def test_batch_cli_through_the_service_resumes(url: str, tiny_dataset: Path, tmp
 def test_jobs_accepted_before_a_crash_finish_after_a_restart(tiny_model_dir: Path, tiny_dataset: Path,
                                                              tmp_path: Path) -> None:
     data = tmp_path / "data"
-    env = service_env(model_dir=tiny_model_dir, data_dir=data, port=free_port(), torch_threads=1,
+    env = service_env(model_dir=tiny_model_dir, data_dir=data, port=free_port(),
                       test_task_delay_seconds=2.0)
     first, url = start_api(env, tmp_path / "first.log")
+    host, port = url.removeprefix("http://").split(":")
     try:
         with ScoringClient(url) as client:
             job_ids = [client.submit(video).job_id for video in dives(tiny_dataset)[:3]]
             wait_until(lambda: client.job(job_ids[0]).status.value == "running", 20, "the first job to start")
+        half_sent = stalled_upload(host, int(port), 256 * 1024)  # an upload under way when the server dies
+        wait_until(lambda: len(list((data / "uploads").glob("*"))) == 4, 10, "the upload to reach the disk")
         first.kill()  # kill -9 the whole server mid-job: nothing gets to clean up
+        half_sent.close()
     finally:
         first.stop()
+    [orphan] = set((data / "uploads").glob("*")) - {data / "uploads" / f"{j}.mp4" for j in job_ids}
     env["AQA_TEST_TASK_DELAY_SECONDS"] = "0"
     second, url = start_api(env, tmp_path / "second.log")
     try:
@@ -205,6 +282,8 @@ def test_jobs_accepted_before_a_crash_finish_after_a_restart(tiny_model_dir: Pat
     assert [j.status.value for j in jobs] == ["done"] * 3
     assert [j.attempts for j in jobs] == [2, 1, 1]
     assert "re-queueing 3 job(s) accepted before the last stop" in second.log()
+    assert not orphan.exists() and "deleted 1 upload(s) left behind by an interrupted request" in second.log()
+    assert list((data / "uploads").glob("*")) == []
 
 
 def test_serve_refuses_to_start_without_its_model(tmp_path: Path) -> None:

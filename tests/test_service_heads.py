@@ -24,7 +24,7 @@ KEY = "heads-score-key"
 def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """(URL, model directory) of a running server for the parametrised head."""
     model_dir = request.getfixturevalue(f"{request.param}_model_dir")
-    env = service_env(model_dir=model_dir, data_dir=tmp_path, port=free_port(), torch_threads=1,
+    env = service_env(model_dir=model_dir, data_dir=tmp_path, port=free_port(),
                       api_keys=f"{KEY}:score")
     process, url = start_api(env, tmp_path / "api.log")
     try:

@@ -2,8 +2,9 @@
 
 A job whose pool process is killed (-9), or whose whole worker is killed (-9) and replaced by a fresh
 one, still finishes with exactly one result; a job over the soft time limit fails with a reason. The
-redelivery delay (AQA_VISIBILITY_TIMEOUT) is set to 3 s here to show it; AQA_TEST_TASK_DELAY_SECONDS
-makes each job wait before scoring so it can be killed mid-way.
+workers run with the threads a user gets (no AQA_TORCH_THREADS): each pool process loads its model after
+the fork. The redelivery delay (AQA_VISIBILITY_TIMEOUT) is set to 3 s here to show it;
+AQA_TEST_TASK_DELAY_SECONDS makes each job wait before scoring so it can be killed mid-way.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from models.scorer import QueryLabels, Scorer
 from service.client import ScoringClient
@@ -48,7 +50,7 @@ def namespace() -> Iterator[RedisNamespace]:
 @pytest.fixture(scope="module")
 def env(namespace: RedisNamespace, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return service_env(**namespace.settings(), model_dir=tiny_model_dir, data_dir=tmp_path_factory.mktemp("celery"),
-                       port=free_port(), torch_threads=1, visibility_timeout=VISIBILITY_TIMEOUT,
+                       port=free_port(), visibility_timeout=VISIBILITY_TIMEOUT,
                        task_soft_time_limit=20, task_time_limit=30, worker_heartbeat_seconds=1)
 
 
@@ -104,7 +106,9 @@ def test_a_job_survives_the_kill_of_its_pool_process(api: str, env: dict[str, st
         assert finished_count(store) == done_before + 1  # exactly one result was stored
         expected = Scorer.from_dir(tiny_model_dir).score(dive(tiny_dataset, 0), QueryLabels(difficulty=3.0))
         assert job.result.score == pytest.approx(expected.score, rel=1e-6)
-        assert "signal 9" in process.log() and process.log().count("loaded model") == 1  # inherited by pool processes
+        assert "signal 9" in process.log()
+        loads = [line for line in process.log().splitlines() if "loaded model" in line]
+        assert len(loads) == 2 and all("ForkPoolWorker" in line for line in loads)  # each pool process, never the parent
     finally:
         process.stop()
 
@@ -149,3 +153,49 @@ def test_a_job_over_the_soft_time_limit_fails_with_a_reason(api: str, env: dict[
     assert job.error.message.startswith("Scoring took longer than this server's 1 s limit")
     assert ready.ready and ready.mode == "celery"
     assert models[0].workers == 1 and models[0].runtime == "torch"
+
+
+def test_a_queued_job_whose_message_redis_lost_is_sent_again(api: str, env: dict[str, str], tiny_dataset: Path,
+                                                             tmp_path: Path) -> None:
+    """The reconciler: a job queued in the store but held nowhere by the broker is sent again."""
+    broker = redis.Redis.from_url(REDIS_URL)
+    queue = env["AQA_CELERY_KEY_PREFIX"] + env["AQA_QUEUE_NAME"]
+    with ScoringClient(api) as client:
+        job_id = client.submit(dive(tiny_dataset, 3)).job_id  # no worker yet: its message waits in the queue
+        wait_until(lambda: broker.llen(queue) == 1, 10, "the message to reach the queue")
+        broker.delete(queue)  # as a Redis that came back without its last writes
+        lost_at = time.monotonic()
+        process = worker(env, tmp_path / "worker.log")
+        try:
+            job = client.wait(job_id, timeout=60)
+        finally:
+            process.stop()
+    broker.close()
+    assert job.status.value == "done" and job.attempts == 1
+    print(f"\nlost message: sent again and done {time.monotonic() - lost_at:.1f} s later "
+          f"(heartbeat {env['AQA_WORKER_HEARTBEAT_SECONDS']} s, worker start-up included)")
+
+
+def test_a_running_job_whose_worker_and_message_are_gone_is_queued_again(api: str, env: dict[str, str],
+                                                                         store: RedisJobStore, tiny_dataset: Path,
+                                                                         tmp_path: Path) -> None:
+    """The reconciler: a job left running by a dead worker, with no message left to redeliver, runs again."""
+    broker = redis.Redis.from_url(REDIS_URL)
+    first = worker(env, tmp_path / "first.log", test_task_delay_seconds=3)
+    try:
+        with ScoringClient(api) as client:
+            job_id = client.submit(dive(tiny_dataset, 4)).job_id
+            running_on(store, job_id)
+            first.kill()
+    finally:
+        first.stop()
+    prefix = env["AQA_CELERY_KEY_PREFIX"]
+    broker.delete(prefix + "unacked", prefix + "unacked_index")  # nothing for Celery to redeliver
+    second = worker(env, tmp_path / "second.log")
+    try:
+        with ScoringClient(api) as client:
+            job = client.wait(job_id, timeout=60)
+    finally:
+        second.stop()
+        broker.close()
+    assert job.status.value == "done" and job.attempts == 2

@@ -23,7 +23,7 @@ def dive(tiny_dataset: Path) -> Path:
 
 
 def settings_for(model_dir: Path, data_dir: Path, **extra: object) -> ServiceSettings:
-    return ServiceSettings(model_dir=model_dir, data_dir=data_dir, torch_threads=1, **extra)
+    return ServiceSettings(model_dir=model_dir, data_dir=data_dir, **extra)
 
 
 def request_for(video: Path, owns_file: bool = False, difficulty: float | None = None) -> JobRequest:
@@ -64,7 +64,8 @@ def test_run_job_scores_once_and_a_redelivery_changes_nothing(tiny_model_dir: Pa
                                                               tmp_path: Path) -> None:
     settings = settings_for(tiny_model_dir, tmp_path)
     store = SqliteJobStore(settings.sqlite_path, result_expires=3600)
-    upload = tmp_path / "upload.mp4"
+    settings.upload_dir.mkdir(parents=True)
+    upload = settings.upload_dir / "upload.mp4"
     shutil.copy(dive, upload)
     store.admit([JobRecord(id="j1", status=JobStatus.queued, request=request_for(upload, True, 3.0),
                            created_at=time.time())], max_depth=5)
@@ -81,7 +82,7 @@ def test_run_job_scores_once_and_a_redelivery_changes_nothing(tiny_model_dir: Pa
 
 
 def test_run_job_fails_an_unusable_video_with_its_reason(tiny_model_dir: Path, tmp_path: Path) -> None:
-    settings = settings_for(tiny_model_dir, tmp_path)
+    settings = settings_for(tiny_model_dir, tmp_path, archive_roots=str(tmp_path))
     store = SqliteJobStore(settings.sqlite_path, result_expires=3600)
     text = tmp_path / "notes.mp4"
     text.write_text("not a dive at all\n")
@@ -93,7 +94,7 @@ def test_run_job_fails_an_unusable_video_with_its_reason(tiny_model_dir: Path, t
 
 
 def test_the_pool_requeues_jobs_left_unfinished_by_a_crash(tiny_model_dir: Path, dive: Path, tmp_path: Path) -> None:
-    settings = settings_for(tiny_model_dir, tmp_path)
+    settings = settings_for(tiny_model_dir, tmp_path, archive_roots=str(dive.parent))
     store = SqliteJobStore(settings.sqlite_path, result_expires=3600)
     now = time.time()
     store.admit([JobRecord(id=f"j{i}", status=JobStatus.queued, request=request_for(dive), created_at=now + i)
@@ -112,3 +113,43 @@ def test_the_pool_requeues_jobs_left_unfinished_by_a_crash(tiny_model_dir: Path,
     assert [r.status for r in records] == [JobStatus.done] * 3
     assert [r.attempts for r in records] == [2, 1, 1]
     assert store.live_models(time.time()) == []  # the stopped pool unregistered itself
+
+
+def test_an_archive_file_swapped_for_a_symlink_out_of_the_root_is_refused(tiny_model_dir: Path, dive: Path,
+                                                                          tmp_path: Path) -> None:
+    """Issue #18 item 5: the file is checked where the worker opens it, not only when the batch was made."""
+    root, outside = tmp_path / "archive", tmp_path / "private"
+    (root / "meet").mkdir(parents=True)
+    outside.mkdir()
+    shutil.copy(dive, root / "meet" / "clip.mp4")
+    shutil.copy(dive, outside / "secret.mp4")
+    settings = settings_for(tiny_model_dir, tmp_path / "data", archive_roots=str(root))
+    store = SqliteJobStore(settings.sqlite_path, result_expires=3600)
+    clip = root / "meet" / "clip.mp4"
+    store.admit([JobRecord(id=f"j{i}", status=JobStatus.queued, request=request_for(path), created_at=time.time())
+                 for i, path in enumerate([clip, root / "meet" / "other.mp4"])], max_depth=5)
+    clip.unlink()
+    clip.symlink_to(outside / "secret.mp4")  # accepted as meet/clip.mp4, now leads out of the archive
+    (root / "meet" / "other.mp4").symlink_to(root / "meet" / "clip.mp4")  # a chain that ends outside too
+    scorer = model_cache.get_scorer(settings)
+    for job_id in ("j0", "j1"):
+        failed = run_job(job_id, store, settings, lambda: scorer, "w")
+        assert failed.status is JobStatus.failed and failed.error.code == "outside_archive"
+        assert "outside the folders this server scores from" in failed.error.message
+    (root / "meet" / "inside.mp4").symlink_to(root / "meet")  # a symlink inside the root, to a folder
+    store.admit([JobRecord(id="j2", status=JobStatus.queued, request=request_for(root / "meet" / "inside.mp4"),
+                           created_at=time.time())], max_depth=5)
+    assert run_job("j2", store, settings, lambda: scorer, "w").error.code == "file_not_found"  # not a regular file
+    assert (outside / "secret.mp4").exists()
+
+
+def test_a_job_that_keeps_losing_its_worker_is_failed_after_max_attempts(tiny_model_dir: Path, dive: Path,
+                                                                          tmp_path: Path) -> None:
+    settings = settings_for(tiny_model_dir, tmp_path, archive_roots=str(dive.parent))
+    store = SqliteJobStore(settings.sqlite_path, result_expires=3600)
+    store.admit([JobRecord(id="j1", status=JobStatus.queued, request=request_for(dive), created_at=time.time())], 5)
+    for attempt in range(settings.max_attempts):  # each start, then the worker died (killed, OOM, hard limit)
+        store.start("j1", f"worker-{attempt}", time.time())
+    failed = run_job("j1", store, settings, lambda: model_cache.get_scorer(settings), "w")
+    assert failed.status is JobStatus.failed and failed.error.code == "worker_lost"
+    assert failed.attempts == settings.max_attempts + 1 and "started 3 times" in failed.error.message

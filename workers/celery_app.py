@@ -10,7 +10,14 @@ Delivery guarantees, and the settings behind them:
 - ``worker_prefetch_multiplier=1``: a worker process reserves one job at a time, so a slow job does
   not hold others hostage.
 - Soft/hard time limits, result expiry; task id = job id, and the job store's first-result-wins
-  ``finish`` makes a redelivered job end with exactly one result.
+  ``finish`` makes a redelivered job end with exactly one result. Outcomes live in the job store, so
+  Celery's own result records are not written (``task_ignore_result``).
+- A running job survives a lost broker connection (``worker_cancel_long_running_tasks_on_connection_loss``
+  off, as in Celery 5, set here because Celery 6 turns it on): its result is stored once Redis answers
+  (the store retries for ``AQA_STORE_RETRY_SECONDS``); its message, which can no longer be acknowledged
+  on the old connection, is redelivered after the visibility timeout and then skipped as finished.
+- Each pool process loads the model after the fork (:mod:`workers.tasks`), which may take a while on a
+  big model or a GPU: ``worker_proc_alive_timeout`` gives it ``POOL_PROCESS_START_SECONDS``.
 
 ``celery -A workers.celery_app worker`` finds the module-level ``app``, made from the environment on
 first access (so importing this module needs no broker).
@@ -23,6 +30,8 @@ from celery import Celery
 from service.settings import ConfigurationError, ServiceSettings
 
 TASK_NAME = "aqa.score_job"
+POOL_PROCESS_START_SECONDS = 300.0
+"""How long a new pool process may take to load the model before Celery gives up on it."""
 
 
 def create_celery_app(settings: ServiceSettings) -> Celery:
@@ -42,6 +51,9 @@ def create_celery_app(settings: ServiceSettings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        worker_proc_alive_timeout=POOL_PROCESS_START_SECONDS,
+        task_ignore_result=True,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         task_soft_time_limit=settings.task_soft_time_limit,
         task_time_limit=settings.task_time_limit,
         result_expires=settings.result_expires,

@@ -61,7 +61,7 @@ class EmbeddedPool:
         name = f"{worker_id()}/{threading.current_thread().name}"
         while (job_id := self._queue.get()) is not _STOP:
             try:
-                run_job(job_id, self.store, self.settings, lambda: self.scorer, name)
+                run_job(job_id, self.store, self.settings, lambda: self.scorer, name, heartbeat=self._heartbeat)
             except Exception:  # the store failed; the job stays unfinished and is re-queued at next start
                 log.exception("job %s could not be run", job_id)
 

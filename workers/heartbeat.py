@@ -1,8 +1,9 @@
-"""A worker process announces itself and its loaded model in the job store, every few seconds.
+"""A worker process announces itself, its loaded model and the jobs it is running, every few seconds.
 
 The API's /readyz ("a model is loaded") and /v1/models read these announcements; one that was not
-refreshed for three intervals counts as gone (a killed worker disappears by itself). The beat also
-purges expired jobs from stores that do not expire them by themselves (SQLite).
+refreshed for three intervals counts as gone (a killed worker disappears by itself), and the API's
+reconciler hands the jobs of a gone worker, or the jobs a live worker no longer lists, back to the
+queue. The beat also purges expired jobs from stores that do not expire them by themselves (SQLite).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from service.jobs import JobStore
 from service.schemas import ModelDescription
@@ -31,17 +34,32 @@ class Heartbeat:
         self.description = description
         self.interval = interval
         self.worker = worker or worker_id()
+        self._jobs: set[str] = set()
+        self._jobs_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def beat(self) -> None:
-        now = time.time()
-        self.store.register_worker(self.worker, self.description, ttl=3 * self.interval, now=now)
+        with self._jobs_lock:  # the time and the job list of one beat are taken together
+            now, jobs = time.time(), tuple(sorted(self._jobs))
+        self.store.register_worker(self.worker, self.description, ttl=3 * self.interval, now=now, jobs=jobs)
         self.store.purge_expired(now)
 
-    def start(self) -> None:
-        """Announce now (errors propagate), then keep announcing from a daemon thread."""
-        self.beat()
+    @contextmanager
+    def running(self, job_id: str) -> Iterator[None]:
+        """List ``job_id`` in this worker's beats while the block runs (enter it before the job starts)."""
+        with self._jobs_lock:
+            self._jobs.add(job_id)
+        try:
+            yield
+        finally:
+            with self._jobs_lock:
+                self._jobs.discard(job_id)
+
+    def start(self, announce_now: bool = True) -> None:
+        """Announce now (errors propagate) unless told not to, then keep announcing from a daemon thread."""
+        if announce_now:
+            self.beat()
         self._thread = threading.Thread(target=self._run, name="aqa-heartbeat", daemon=True)
         self._thread.start()
 

@@ -2,12 +2,14 @@
 
 Device: ``AQA_DEVICE=auto`` takes CUDA when torch sees a GPU, else the CPU. Runtime: ``torch``, or
 ``onnx`` (the backbone in onnxruntime from the model directory's ``backbone.onnx``; a directory without
-one, or with one made from other weights, is a configuration error).
+one, or with one made from other weights, is a configuration error). Threads: ``AQA_TORCH_THREADS``, or
+else an equal share of this machine's CPUs for each of a worker's processes.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 
@@ -35,26 +37,40 @@ def select_device(requested: str) -> str:
     return requested
 
 
-def get_scorer(settings: ServiceSettings) -> Scorer:
-    """This process's scorer for the configured model, loaded on first use (thread-safe)."""
+def threads_per_process(settings: ServiceSettings, processes: int) -> int:
+    """Intra-op threads of one of ``processes`` worker processes sharing this machine (0: the runtime's default).
+
+    ``AQA_TORCH_THREADS`` when set; else each process gets an equal share of the CPUs it may run on, so
+    that N pool processes do not start N full-size thread pools on the same cores.
+    """
+    if settings.torch_threads or processes <= 1:
+        return settings.torch_threads
+    return max(1, len(os.sched_getaffinity(0)) // processes)
+
+
+def get_scorer(settings: ServiceSettings, threads: int | None = None) -> Scorer:
+    """This process's scorer for the configured model, loaded on first use (thread-safe).
+
+    ``threads``: intra-op threads of torch and onnxruntime (default ``AQA_TORCH_THREADS``; 0: their default).
+    """
     settings.check_runtime()
+    threads = settings.torch_threads if threads is None else threads
     device = select_device(settings.device)
     key = (str(settings.model_dir.resolve()), device, settings.runtime)
-    if settings.torch_threads and torch.get_num_threads() != settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
+    if threads and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
     with _lock:
         scorer = _scorers.get(key)
         if scorer is None:
-            scorer = _scorers[key] = _load(settings, device)
+            scorer = _scorers[key] = _load(settings, device, threads)
     return scorer
 
 
-def _load(settings: ServiceSettings, device: str) -> Scorer:
+def _load(settings: ServiceSettings, device: str, threads: int) -> Scorer:
     settings.check_model_dir()
     start = time.perf_counter()
     try:
-        scorer = Scorer.from_dir(settings.model_dir, device=device, runtime=settings.runtime,
-                                 onnx_threads=settings.torch_threads)
+        scorer = Scorer.from_dir(settings.model_dir, device=device, runtime=settings.runtime, onnx_threads=threads)
     except (ModelDirError, BankError, OSError, ValueError) as exc:
         raise ConfigurationError(f"The model in {settings.model_dir} could not be loaded: {exc}") from exc
     ref = scorer.model_ref

@@ -1,165 +1,41 @@
 """The job store: where accepted jobs, their results, batches and live workers are recorded.
 
-Two implementations with one contract: :class:`~service.jobs.sqlite.SqliteJobStore` (embedded mode, a
-file in the data dir, so jobs survive a restart) and :class:`~service.jobs.redis.RedisJobStore` (Celery
-mode, shared by the API and every worker). The contract:
-
-- ``admit`` inserts jobs only if the active jobs (queued + running) stay within ``max_depth``, atomically.
-- ``start`` marks a job running and counts the attempt, unless it already finished (a redelivered job
-  whose first run completed is not run again).
-- ``finish`` stores a result or an error only if none is stored yet: the first result wins, so a
-  redelivered job never ends with two different results.
-- ``counters`` are cumulative (finished jobs per status, stage-latency histograms), updated in the same
-  atomic step as the ``finish`` that first stores a result.
+The contract and shared types are in :mod:`service.jobs.base`; :func:`open_job_store` picks the
+implementation the settings ask for (SQLite in embedded mode, Redis with a broker).
 """
 
 from __future__ import annotations
 
-import bisect
-from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-
-from models.results import ScoreResult
-from service.schemas import BatchRecord, EventRef, JobError, JobRecord, ModelDescription
+from service.jobs.base import (
+    LATENCY_BUCKETS,
+    STAGES,
+    FinishedListener,
+    Histogram,
+    JobStore,
+    StoreUnavailable,
+    WorkerBeat,
+    bucket_label,
+)
 from service.settings import ServiceSettings
 
-LATENCY_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-"""Upper bounds (seconds) of the stage-latency histogram buckets; a last '+Inf' bucket follows."""
+__all__ = ["LATENCY_BUCKETS", "STAGES", "FinishedListener", "Histogram", "JobStore", "StoreUnavailable",
+           "WorkerBeat", "bucket_label", "open_job_store"]
 
-STAGES = ("queue_wait", "decode", "features", "voting", "total")
-"""queue_wait: accepted -> started by a worker; the others are ScoreResult.timings."""
-
-
-@dataclass
-class Histogram:
-    """Non-cumulative bucket counts keyed by upper bound ('0.5', ..., '+Inf'), with sum and count."""
-
-    buckets: dict[str, int] = field(default_factory=dict)
-    total: float = 0.0
-    count: int = 0
+API_STORE_RETRY_SECONDS = 0.0
+"""The API never waits for the store: it answers 503 + Retry-After at once and the client retries."""
 
 
-def bucket_label(seconds: float) -> str:
-    index = bisect.bisect_left(LATENCY_BUCKETS, seconds)
-    return "+Inf" if index == len(LATENCY_BUCKETS) else repr(LATENCY_BUCKETS[index])
+def open_job_store(settings: ServiceSettings, retry_seconds: float = API_STORE_RETRY_SECONDS) -> JobStore:
+    """SQLite in the data dir in embedded mode; the result-backend Redis with a broker.
 
-
-def latency_counter_increments(record: JobRecord, result: ScoreResult | None) -> dict[str, float]:
-    """Counter increments a job's completion adds: ``latency:<stage>:<bucket|sum|count>``."""
-    seconds: dict[str, float] = {}
-    if record.started_at is not None:
-        seconds["queue_wait"] = max(0.0, record.started_at - record.created_at)
-    if result is not None:
-        seconds.update({k: v for k, v in result.timings.items() if k in STAGES})
-    increments: dict[str, float] = {}
-    for stage, value in seconds.items():
-        increments[f"latency:{stage}:{bucket_label(value)}"] = 1
-        increments[f"latency:{stage}:sum"] = value
-        increments[f"latency:{stage}:count"] = 1
-    return increments
-
-
-def histograms_from_counters(counters: dict[str, float]) -> dict[str, Histogram]:
-    out: dict[str, Histogram] = {}
-    for name, value in counters.items():
-        kind, _, rest = name.partition(":")
-        if kind != "latency":
-            continue
-        stage, _, part = rest.rpartition(":")
-        h = out.setdefault(stage, Histogram())
-        if part == "sum":
-            h.total = float(value)
-        elif part == "count":
-            h.count = int(value)
-        else:
-            h.buckets[part] = int(value)
-    return out
-
-
-class JobStore(ABC):
-    """Durable job records shared by the API and the workers (see the module docstring)."""
-
-    @abstractmethod
-    def admit(self, records: list[JobRecord], max_depth: int) -> bool:
-        """Insert queued jobs if active + len(records) <= max_depth; False (nothing inserted) if not."""
-
-    @abstractmethod
-    def active_count(self) -> int:
-        """Jobs accepted and not finished (queued + running)."""
-
-    @abstractmethod
-    def get_many(self, job_ids: list[str]) -> list[JobRecord | None]:
-        """Records in the order asked; None for unknown or expired ids."""
-
-    def get(self, job_id: str) -> JobRecord | None:
-        return self.get_many([job_id])[0]
-
-    @abstractmethod
-    def start(self, job_id: str, worker: str, now: float) -> JobRecord | None:
-        """Mark running and count the attempt; None if the job is unknown or already finished."""
-
-    @abstractmethod
-    def finish(self, job_id: str, now: float, result: ScoreResult | None = None,
-               error: JobError | None = None) -> bool:
-        """Store the outcome unless one is stored already (then return False and change nothing)."""
-
-    @abstractmethod
-    def unfinished_ids(self) -> list[str]:
-        """Queued and running jobs, oldest first."""
-
-    @abstractmethod
-    def state_counts(self) -> dict[str, int]:
-        """queued and running now; done and failed since the store was created."""
-
-    @abstractmethod
-    def counters(self) -> dict[str, float]:
-        """All cumulative counters (``finished:<status>``, ``latency:<stage>:...``)."""
-
-    def latencies(self) -> dict[str, Histogram]:
-        return histograms_from_counters(self.counters())
-
-    @abstractmethod
-    def event_jobs(self, competition: str | None, event: str | None) -> list[JobRecord]:
-        """The jobs admitted with this competition and event (None matches a job without the field), oldest first."""
-
-    @abstractmethod
-    def events(self) -> list[EventRef]:
-        """Every (competition, event) some kept job names, with its number of jobs."""
-
-    @abstractmethod
-    def save_batch(self, batch: BatchRecord, ttl: float) -> None: ...
-
-    @abstractmethod
-    def get_batch(self, batch_id: str) -> BatchRecord | None: ...
-
-    @abstractmethod
-    def register_worker(self, worker_id: str, description: ModelDescription, ttl: float, now: float) -> None:
-        """Announce (or refresh) a worker process and the model it has loaded, for ``ttl`` seconds."""
-
-    @abstractmethod
-    def unregister_worker(self, worker_id: str) -> None: ...
-
-    @abstractmethod
-    def live_models(self, now: float) -> list[ModelDescription]:
-        """Models of workers whose announcement has not expired; ``info.workers`` counts them."""
-
-    @abstractmethod
-    def ping(self) -> None:
-        """Raise if the store cannot be reached."""
-
-    def purge_expired(self, now: float) -> None:
-        """Forget finished jobs and batches older than the result expiry."""
-
-    def close(self) -> None:
-        """Release connections."""
-
-
-def open_job_store(settings: ServiceSettings) -> JobStore:
-    """SQLite in the data dir in embedded mode; the result-backend Redis with a broker."""
+    ``retry_seconds``: how long a call keeps retrying an unreachable store before it raises
+    :class:`StoreUnavailable` (workers pass ``settings.store_retry_seconds``).
+    """
     if settings.store_url is None:
         from service.jobs.sqlite import SqliteJobStore
 
         return SqliteJobStore(settings.sqlite_path, result_expires=settings.result_expires)
     from service.jobs.redis import RedisJobStore
 
-    return RedisJobStore(settings.store_url, prefix=settings.key_prefix, result_expires=settings.result_expires)
+    return RedisJobStore(settings.store_url, prefix=settings.key_prefix, result_expires=settings.result_expires,
+                         retry_seconds=retry_seconds)

@@ -6,25 +6,45 @@ Keys (``P`` is ``AQA_KEY_PREFIX``)::
     P active        sorted set of unfinished job ids, scored by acceptance time (the queue depth)
     P counters      hash of cumulative counters (finished:<status>, latency:<stage>:<bucket|sum|count>)
     P batch:<id>    JSON BatchRecord
-    P workers       hash: worker id -> {"fingerprint", "expires_at"}
+    P workers       hash: worker id -> {"fingerprint", "beat_at", "expires_at", "jobs"}
     P event:<e>     sorted set of the ids of jobs admitted with event key e = JSON [competition, event]
     P events        hash: event key -> time of its latest admission
     P model:<fp>    JSON ModelDescription of a loaded model
+    P finished      pub/sub channel: the id of every job the moment its outcome is stored
 
-Admission, start and finish are Lua scripts, so each is one atomic step on the server: two workers
-finishing the same redelivered job cannot both store a result. Finished jobs expire after
+Admission, start, finish and requeue are Lua scripts, so each is one atomic step on the server: two
+workers finishing the same redelivered job cannot both store a result. Finished jobs expire after
 ``result_expires`` seconds; an event's index twice that after its latest admission or finished job,
-and ids of expired jobs are dropped from it when it is read. The scripts name keys they build from the prefix (single Redis, not Cluster).
+and ids of expired jobs are dropped from it when it is read. The scripts name keys they build from the
+prefix (single Redis, not Cluster).
+
+Unreachable Redis (down, restarting, loading its AOF, a read-only replica): each call retries with
+exponential backoff for ``retry_seconds`` (0 in the API, which answers 503 at once; minutes in the
+workers, so a result outlives a Redis restart), then raises :class:`StoreUnavailable`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from models.results import ScoreResult
-from service.jobs import JobStore, latency_counter_increments
+from service.jobs.base import (
+    FinishedListener,
+    JobStore,
+    StoreUnavailable,
+    WorkerBeat,
+    latency_counter_increments,
+)
 from service.schemas import (
     BatchRecord,
     EventRef,
@@ -34,6 +54,8 @@ from service.schemas import (
     JobStatus,
     ModelDescription,
 )
+
+log = logging.getLogger(__name__)
 
 ADMIT = """
 local jobs = cjson.decode(ARGV[3])
@@ -70,21 +92,72 @@ redis.call('ZREM', KEYS[2], ARGV[6])
 for name, value in pairs(cjson.decode(ARGV[7])) do
   redis.call('HINCRBYFLOAT', KEYS[3], name, value)
 end
+if ARGV[8] ~= '' then  -- the job's event index outlives it: its record is kept result_expires from now
+  redis.call('EXPIRE', ARGV[8], ARGV[10])
+  redis.call('EXPIRE', ARGV[9], ARGV[10])
+end
+redis.call('PUBLISH', KEYS[4], ARGV[6])
+return 1
+"""
+
+REQUEUE = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' or redis.call('HGET', KEYS[1], 'worker') ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'status', 'queued')
 return 1
 """
 
 FIELDS = ("status", "request", "created_at", "started_at", "finished_at", "attempts", "worker", "result", "error")
+UNAVAILABLE_REPLIES = ("MISCONF", "READONLY", "MASTERDOWN")
+"""Error replies of a Redis that is up but cannot take writes now; they pass like a lost connection."""
+MAX_RETRY_PAUSE = 5.0
+
+
+def _unavailable(exc: redis.RedisError) -> bool:
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):  # BusyLoadingError (AOF load) included
+        return True
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith(UNAVAILABLE_REPLIES)
+
+
+def _retried(method: Callable) -> Callable:
+    """Run a store method, retrying an unreachable Redis until ``retry_seconds`` have passed."""
+
+    @functools.wraps(method)
+    def call(self: RedisJobStore, *args: object, **kwargs: object) -> object:
+        deadline = time.monotonic() + self.retry_seconds
+        pause = 0.1
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except redis.RedisError as exc:
+                if not _unavailable(exc):
+                    raise
+                if time.monotonic() + pause > deadline:
+                    raise StoreUnavailable(f"the job store (Redis at {self.location}) is unreachable: {exc}") from exc
+                log.warning("job store unreachable during %s (%s); retrying in %.1f s", method.__name__, exc, pause)
+                time.sleep(pause)
+                pause = min(pause * 2, MAX_RETRY_PAUSE)
+
+    return call
 
 
 class RedisJobStore(JobStore):
-    def __init__(self, url: str, prefix: str, result_expires: int) -> None:
-        self.client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=10,
-                                           socket_connect_timeout=5, health_check_interval=30)
+    def __init__(self, url: str, prefix: str, result_expires: int, retry_seconds: float = 0.0) -> None:
+        # A short connect timeout and one immediate reconnect (for a pooled connection a Redis restart
+        # closed): an unreachable Redis is known within a second; retrying longer is ``retry_seconds``'s job.
+        self.client = redis.Redis.from_url(
+            url, decode_responses=True, socket_timeout=2, socket_connect_timeout=0.5, health_check_interval=30,
+            retry=Retry(NoBackoff(), 1), retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        )
+        self.location = _redacted(url)
         self.prefix = prefix
         self.result_expires = result_expires
+        self.retry_seconds = retry_seconds
         self._admit = self.client.register_script(ADMIT)
         self._start = self.client.register_script(START)
         self._finish = self.client.register_script(FINISH)
+        self._requeue = self.client.register_script(REQUEUE)
 
     def _job_key(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"
@@ -97,6 +170,15 @@ class RedisJobStore(JobStore):
     def _counters(self) -> str:
         return f"{self.prefix}counters"
 
+    @property
+    def _workers(self) -> str:
+        return f"{self.prefix}workers"
+
+    @property
+    def finished_channel(self) -> str:
+        return f"{self.prefix}finished"
+
+    @_retried
     def admit(self, records: list[JobRecord], max_depth: int) -> bool:
         jobs = []
         for r in records:
@@ -107,111 +189,128 @@ class RedisJobStore(JobStore):
         return bool(self._admit(keys=[self._active],
                                 args=[max_depth, self.prefix, json.dumps(jobs), 2 * self.result_expires]))
 
+    @_retried
     def active_count(self) -> int:
         return self.client.zcard(self._active)
 
+    @_retried
     def get_many(self, job_ids: list[str]) -> list[JobRecord | None]:
+        return self._get_many(job_ids)
+
+    def _get_many(self, job_ids: list[str]) -> list[JobRecord | None]:
         pipe = self.client.pipeline(transaction=False)
         for job_id in job_ids:
             pipe.hmget(self._job_key(job_id), FIELDS)
         return [_record(job_id, values) for job_id, values in zip(job_ids, pipe.execute(), strict=True)]
 
+    @_retried
     def start(self, job_id: str, worker: str, now: float) -> JobRecord | None:
         if not self._start(keys=[self._job_key(job_id)], args=[now, worker]):
             return None
-        return self.get(job_id)
+        return self._get_many([job_id])[0]
 
+    @_retried
     def finish(self, job_id: str, now: float, result: ScoreResult | None = None,
                error: JobError | None = None) -> bool:
-        record = self.get(job_id)
+        [record] = self._get_many([job_id])
         if record is None or record.status.finished:
             return False
         status = JobStatus.done if result is not None else JobStatus.failed
         field, payload = ("result", result.model_dump_json()) if result is not None else ("error", error.model_dump_json())
         increments = {f"finished:{status.value}": 1, **latency_counter_increments(record, result)}
-        finished = bool(self._finish(
-            keys=[self._job_key(job_id), self._active, self._counters],
-            args=[status.value, now, field, payload, self.result_expires, job_id, json.dumps(increments)],
+        event = record.request.competition is not None or record.request.event is not None
+        event_index = f"{self.prefix}event:{_event_key(record.request.competition, record.request.event)}"
+        return bool(self._finish(
+            keys=[self._job_key(job_id), self._active, self._counters, self.finished_channel],
+            args=[status.value, now, field, payload, self.result_expires, job_id, json.dumps(increments),
+                  event_index if event else "", f"{self.prefix}events", 2 * self.result_expires],
         ))
-        if finished and (record.request.competition is not None or record.request.event is not None):
-            self._keep_event_index(record.request.competition, record.request.event)
-        return finished
 
+    @_retried
+    def requeue(self, job_id: str, worker: str) -> bool:
+        return bool(self._requeue(keys=[self._job_key(job_id)], args=[worker]))
+
+    @_retried
     def unfinished_ids(self) -> list[str]:
         return self.client.zrange(self._active, 0, -1)
 
+    @_retried
     def state_counts(self) -> dict[str, int]:
         counts = {s.value: 0 for s in JobStatus}
-        ids = self.unfinished_ids()
+        ids = self.client.zrange(self._active, 0, -1)
         pipe = self.client.pipeline(transaction=False)
         for job_id in ids:
             pipe.hget(self._job_key(job_id), "status")
         for status in pipe.execute():
             if status in (JobStatus.queued, JobStatus.running):
                 counts[status] += 1
-        finished = self.counters()
+        finished = self._counter_values()
         for status in (JobStatus.done, JobStatus.failed):
             counts[status.value] = int(finished.get(f"finished:{status.value}", 0))
         return counts
 
+    @_retried
     def counters(self) -> dict[str, float]:
+        return self._counter_values()
+
+    def _counter_values(self) -> dict[str, float]:
         return {k: float(v) for k, v in self.client.hgetall(self._counters).items()}
 
-    def _keep_event_index(self, competition: str | None, event: str | None) -> None:
-        """Outlive the job that just finished: its record is kept ``result_expires`` from now."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.expire(f"{self.prefix}event:{_event_key(competition, event)}", 2 * self.result_expires)
-        pipe.expire(f"{self.prefix}events", 2 * self.result_expires)
-        pipe.execute()
-
+    @_retried
     def event_jobs(self, competition: str | None, event: str | None) -> list[JobRecord]:
+        return self._event_jobs(competition, event)
+
+    def _event_jobs(self, competition: str | None, event: str | None) -> list[JobRecord]:
         index = f"{self.prefix}event:{_event_key(competition, event)}"
         ids = self.client.zrange(index, 0, -1)
-        records = self.get_many(ids) if ids else []
+        records = self._get_many(ids) if ids else []
         expired = [job_id for job_id, record in zip(ids, records, strict=True) if record is None]
         if expired:
             self.client.zrem(index, *expired)
         return [record for record in records if record is not None]
 
+    @_retried
     def events(self) -> list[EventRef]:
         events_key = f"{self.prefix}events"
         found = []
         for key, last in self.client.hgetall(events_key).items():
             competition, event = json.loads(key)
-            jobs = self.event_jobs(competition, event)
+            jobs = self._event_jobs(competition, event)
             if jobs:
                 found.append((float(last), EventRef(competition=competition, event=event, dives=len(jobs))))
             else:
                 self.client.hdel(events_key, key)
         return [ref for _, ref in sorted(found, key=lambda pair: -pair[0])]
 
+    @_retried
     def save_batch(self, batch: BatchRecord, ttl: float) -> None:
         self.client.set(f"{self.prefix}batch:{batch.id}", batch.model_dump_json(), ex=int(ttl))
 
+    @_retried
     def get_batch(self, batch_id: str) -> BatchRecord | None:
         raw = self.client.get(f"{self.prefix}batch:{batch_id}")
         return BatchRecord.model_validate_json(raw) if raw else None
 
-    def register_worker(self, worker_id: str, description: ModelDescription, ttl: float, now: float) -> None:
+    @_retried
+    def register_worker(self, worker_id: str, description: ModelDescription, ttl: float, now: float,
+                        jobs: tuple[str, ...] = ()) -> None:
         fingerprint = description.info.model.fingerprint
         pipe = self.client.pipeline(transaction=True)
         pipe.set(f"{self.prefix}model:{fingerprint}", description.model_dump_json(), ex=int(self.result_expires))
-        pipe.hset(f"{self.prefix}workers", worker_id,
-                  json.dumps({"fingerprint": fingerprint, "expires_at": now + ttl}))
+        pipe.hset(self._workers, worker_id, json.dumps(
+            {"fingerprint": fingerprint, "beat_at": now, "expires_at": now + ttl, "jobs": list(jobs)}))
         pipe.execute()
 
+    @_retried
     def unregister_worker(self, worker_id: str) -> None:
-        self.client.hdel(f"{self.prefix}workers", worker_id)
+        self.client.hdel(self._workers, worker_id)
 
+    @_retried
     def live_models(self, now: float) -> list[ModelDescription]:
-        workers_key = f"{self.prefix}workers"
         live: dict[str, int] = {}
-        for worker_id, raw in self.client.hgetall(workers_key).items():
-            entry = json.loads(raw)
-            if entry["expires_at"] > now:
-                live[entry["fingerprint"]] = live.get(entry["fingerprint"], 0) + 1
-            else:
-                self.client.hdel(workers_key, worker_id)
+        for beat, fingerprint in self._beats().values():
+            if beat.expires_at > now:
+                live[fingerprint] = live.get(fingerprint, 0) + 1
         models = []
         for fingerprint in sorted(live):
             raw = self.client.get(f"{self.prefix}model:{fingerprint}")
@@ -221,11 +320,69 @@ class RedisJobStore(JobStore):
                 models.append(model)
         return models
 
+    @_retried
+    def worker_beats(self) -> dict[str, WorkerBeat]:
+        return {worker: beat for worker, (beat, _) in self._beats().items()}
+
+    def _beats(self) -> dict[str, tuple[WorkerBeat, str]]:
+        beats = {}
+        for worker, raw in self.client.hgetall(self._workers).items():
+            entry = json.loads(raw)
+            beats[worker] = (WorkerBeat(worker=worker, beat_at=entry.get("beat_at", 0.0),
+                                        expires_at=entry["expires_at"], jobs=tuple(entry.get("jobs", ()))),
+                             entry["fingerprint"])
+        return beats
+
+    @_retried
+    def purge_expired(self, now: float) -> None:
+        """Forget workers gone for an hour (jobs and batches expire by themselves)."""
+        stale = [w for w, (beat, _) in self._beats().items() if beat.expires_at < now - 3600]
+        if stale:
+            self.client.hdel(self._workers, *stale)
+
+    @_retried
     def ping(self) -> None:
         self.client.ping()
 
+    def subscribe_finished(self, listener: FinishedListener) -> Callable[[], None]:
+        stop = threading.Event()
+
+        def listen() -> None:
+            pause = 0.1
+            while not stop.is_set():
+                pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+                try:
+                    pubsub.subscribe(self.finished_channel)
+                    listener(None)  # whatever finished while nobody listened
+                    pause = 0.1
+                    while not stop.is_set():
+                        message = pubsub.get_message(timeout=1.0)
+                        if message is not None:
+                            listener(message["data"])
+                except redis.RedisError as exc:
+                    log.warning("lost the job-finished channel (%s); resubscribing in %.1f s", exc, pause)
+                    stop.wait(pause)
+                    pause = min(pause * 2, MAX_RETRY_PAUSE)
+                finally:
+                    pubsub.close()
+
+        thread = threading.Thread(target=listen, name="aqa-finished-events", daemon=True)
+        thread.start()
+
+        def cancel() -> None:
+            stop.set()
+            thread.join(timeout=5)
+
+        return cancel
+
     def close(self) -> None:
         self.client.close()
+
+
+def _redacted(url: str) -> str:
+    """host:port/db of a Redis URL, without credentials."""
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port or 6379}{parts.path}" if parts.hostname else url
 
 
 def _event_key(competition: str | None, event: str | None) -> str:

@@ -18,7 +18,7 @@ router = APIRouter(prefix="/v1/events", tags=["events"])
 
 @router.get("", response_model=list[EventRef], summary="The events jobs were filed under, latest first",
             description="Every (competition, event) pair that kept jobs carry, with its number of jobs.",
-            responses=error_responses(401, 403), dependencies=[require_read])
+            responses=error_responses(401, 403, 503), dependencies=[require_read])
 async def list_events(services: ServicesDep) -> list[EventRef]:
     return await run_in_threadpool(services.store.events)
 
@@ -31,7 +31,7 @@ async def list_events(services: ServicesDep) -> list[EventRef]:
     "with them), with its score and 90% interval once done, and the standings: each diver's total of counted "
     "dives (a round scored twice counts its latest score), ranked as a competition table is (equal totals to 2 "
     "decimals share a rank: 1, 2, 2, 4). Follow `progress` while a batch runs. `format=csv`: one row per dive.",
-    responses={200: {"content": {"application/json": {}, "text/csv": {}}}, **error_responses(401, 403, 422)},
+    responses={200: {"content": {"application/json": {}, "text/csv": {}}}, **error_responses(401, 403, 422, 503)},
     dependencies=[require_read],
 )
 async def get_event_results(

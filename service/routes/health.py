@@ -1,4 +1,8 @@
-"""GET /healthz (alive), /readyz (model loaded, queue reachable), /metrics (Prometheus). No API key."""
+"""GET /healthz (alive), /readyz (model loaded, queue reachable), /metrics (Prometheus). No API key.
+
+/healthz never touches the job store, so it answers 200 while Redis is down; /readyz then answers 503
+with the failing check, and /metrics 503 with Retry-After (it is read from the store).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from service.dependencies import ServicesDep
+from service.errors import error_responses
 from service.metrics import render
 from service.schemas import Check, Health, Readiness
 
@@ -33,6 +38,7 @@ def readyz(services: ServicesDep) -> JSONResponse:
 
 
 @router.get("/metrics", summary="Prometheus metrics: queue depth, jobs by state, stage latencies",
-            response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+            response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, **error_responses(503)})
 def metrics(request: Request) -> Response:
     return Response(render(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)

@@ -29,7 +29,7 @@ REPORT_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
 @router.get("", response_model=ModelCard, summary="The model's card: data, metrics with what they mean, limits",
-            responses=error_responses(401, 403, 404), dependencies=[require_read])
+            responses=error_responses(401, 403, 404, 503), dependencies=[require_read])
 async def get_model_card(services: ServicesDep) -> ModelCard:
     model_dir = services.settings.model_dir
     path = model_dir / MODEL_CARD_JSON
@@ -49,9 +49,10 @@ async def get_model_card(services: ServicesDep) -> ModelCard:
     )
 
 
-@router.get("/report", response_class=HTMLResponse, summary="The model's evaluation report (self-contained HTML)",
+@router.get("/report", summary="The model's evaluation report (self-contained HTML)",
             description="Plots inlined: predicted vs true, error by difficulty, interval coverage, vote spread.",
-            responses=error_responses(401, 403, 404), dependencies=[require_read])
+            responses={200: {"content": {"text/html": {}}}, **error_responses(401, 403, 404)},
+            dependencies=[require_read])
 async def get_model_report(services: ServicesDep) -> HTMLResponse:
     path = services.settings.model_dir / REPORT_HTML
     try:

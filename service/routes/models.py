@@ -15,7 +15,7 @@ router = APIRouter(prefix="/v1", tags=["models"])
 
 
 @router.get("/models", response_model=list[ModelInfo], summary="Models loaded by live workers",
-            responses=error_responses(401, 403), dependencies=[require_read])
+            responses=error_responses(401, 403, 503), dependencies=[require_read])
 def list_models(services: ServicesDep) -> list[ModelInfo]:
     return [m.info for m in services.store.live_models(time.time())]
 

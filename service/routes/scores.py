@@ -13,11 +13,13 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from models.results import OUT_OF_DISTRIBUTION
+from service.completion import RECHECK_SECONDS
 from service.dependencies import ServicesDep, require_read, require_score
 from service.dispatch import Services, new_id
 from service.errors import ApiError, error_responses
+from service.jobs import StoreUnavailable
 from service.schemas import MAX_ROUND, Job, JobAccepted, JobRecord, JobRequest, ScoreFields
-from service.uploads import FILE_FIELD, receive_upload
+from service.uploads import FILE_FIELD, UploadLimits, receive_upload
 from video.errors import VideoError
 from video.probe import probe_video
 
@@ -61,7 +63,10 @@ def status_url(job_id: str) -> str:
     "With `?wait=SECONDS` the finished job is returned inline (200) if it finishes in time; a video the server "
     "refuses as unlike the model's training dives (AQA_REFUSE_UNFAMILIAR) answers 422 `out_of_distribution`.",
     responses={200: {"model": Job, "description": "The job finished within `wait` seconds."},
-               **error_responses(400, 401, 403, 413, 415, 422, 429, 503)},
+               202: {"description": "Accepted and queued.", "links": {"GetJob": {
+                   "operationId": "get_job_v1_jobs__job_id__get", "parameters": {"job_id": "$response.body#/job_id"},
+                   "description": "Follow the job until it is done or failed."}}},
+               **error_responses(400, 401, 403, 408, 413, 415, 422, 429, 503)},
     openapi_extra=UPLOAD_FORM,
     dependencies=[require_score],
 )
@@ -75,7 +80,8 @@ async def submit_score(
         raise services.queue_full()  # before reading a byte of the upload
     job_id = new_id()
     settings.upload_dir.mkdir(parents=True, exist_ok=True)
-    upload = await receive_upload(request, settings.upload_dir / job_id, settings.max_upload_bytes)
+    limits = UploadLimits(settings.max_upload_bytes, settings.upload_idle_seconds, settings.upload_min_bytes_per_second)
+    upload = await receive_upload(request, settings.upload_dir / job_id, limits)
     try:
         fields = _score_fields(upload.fields)
         try:
@@ -88,6 +94,8 @@ async def submit_score(
     except BaseException:
         upload.path.unlink(missing_ok=True)
         raise
+    finally:
+        upload.release()
     if wait > 0:
         finished = await _wait_for(services, job_id, min(wait, settings.max_wait_seconds))
         if finished is not None and finished.error is not None and finished.error.code == OUT_OF_DISTRIBUTION:
@@ -105,7 +113,7 @@ async def submit_score(
     description="queued / running / done / failed. A done job carries the score, its 90% interval, the exemplars "
     "that voted (id, their score, the relative score predicted against each), the model id and version and the "
     "seconds per stage; a failed one says why.",
-    responses=error_responses(401, 403, 404),
+    responses=error_responses(401, 403, 404, 503),
     dependencies=[require_read],
 )
 def get_job(job_id: str, services: ServicesDep) -> Job:
@@ -124,13 +132,22 @@ def _score_fields(fields: dict[str, str]) -> ScoreFields:
 
 
 async def _wait_for(services: Services, job_id: str, seconds: float) -> JobRecord | None:
+    """The job once finished, woken by its completion (no polling); None after ``seconds`` or if the store
+    cannot be read (the job is accepted either way: the caller answers 202 and the client follows it)."""
     deadline = time.monotonic() + seconds
-    pause = 0.05
-    while True:
-        record = await run_in_threadpool(services.store.get, job_id)
-        if record is not None and record.status.finished:
-            return record
-        if time.monotonic() + pause > deadline:
-            return None
-        await asyncio.sleep(pause)
-        pause = min(pause * 2, 0.5)
+    with services.completions.watch(job_id) as finished:
+        while True:
+            finished.clear()
+            try:
+                record = await run_in_threadpool(services.store.get, job_id)
+            except StoreUnavailable:
+                return None
+            if record is not None and record.status.finished:
+                return record
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            try:
+                await asyncio.wait_for(finished.wait(), min(remaining, RECHECK_SECONDS))
+            except TimeoutError:
+                pass
