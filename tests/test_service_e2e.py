@@ -7,6 +7,7 @@ restart that loses no accepted job, the README's curl examples, and `aqa batch -
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -147,9 +148,28 @@ def test_a_client_that_waits_retry_after_reuses_its_connection(url: str) -> None
     with socket.create_connection((host, int(port)), timeout=10) as connection:
         for _ in range(4):
             connection.sendall(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
-            answer = connection.recv(65536)
-            assert answer.startswith(b"HTTP/1.1 200") and b"connection: close" not in answer.lower()
+            head, body = read_response(connection)
+            assert head.startswith(b"HTTP/1.1 200") and b"connection: close" not in head.lower()
+            assert json.loads(body) == {"status": "ok"}
             time.sleep(RETRY_AFTER)  # what a client told Retry-After does before trying again on this connection
+
+
+def read_response(connection: socket.socket) -> tuple[bytes, bytes]:
+    """One whole HTTP/1.1 response (head, body) from a keep-alive connection: the head may arrive without
+    its body, so read on until Content-Length bytes of body are in."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = connection.recv(65536)
+        assert chunk, "the server closed the connection"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        chunk = connection.recv(65536)
+        assert chunk, "the server closed the connection"
+        body += chunk
+    return head, body
 
 
 def stalled_upload(host: str, port: int, first_bytes: int) -> socket.socket:
