@@ -12,7 +12,8 @@ labels, the metrics and the published numbers to compare with.
                    ``mean_m(relative_m + label_m) x difficulty``.
 ``tpt-mtl``        TPT (Bai et al., ECCV 2022; ``dataloader_pair_MLT.py``): as ``core-mtl``, but a query
                    with fewer than 10 same-difficulty training dives is topped up from the nearest other
-                   difficulties, in training-split order.
+                   difficulties, in training-split order; the top-ups get weight 0 in the vote (the test
+                   loop's ``get_mask``: 1 / t_len for the t_len same-difficulty exemplars, 0 after them).
 ``core-aqa7``      CoRe on one AQA-7 class, split 4 (``datasets/SevenPair.py``): the first 103 frames of
                    each sample; 10 random training samples of the class; scores scaled to 0-100 per class
                    (``utils/misc.py``). Several classes (one model each) are averaged with Fisher's z.
@@ -61,7 +62,7 @@ from training.datasets.finediving import load_finediving
 from training.datasets.mtl_aqa import find_annotation_file, load_mtl_aqa
 from training.datasets.records import DatasetError, DiveRecord, Split
 from training.feature_cache import FeatureCache
-from training.metrics import fisher_z_average, spearman
+from training.metrics import fisher_z_average, relative_l2_test_range, spearman
 from video.preprocessing import Preprocessing
 
 DatasetName = Literal["mtl-aqa", "aqa-7", "finediving"]
@@ -307,6 +308,21 @@ def choose_exemplars(query: DiveRecord, train: Sequence[DiveRecord], rule: Exemp
     return chosen
 
 
+def voting_weights(query: DiveRecord, train: Sequence[DiveRecord], chosen: Sequence[int],
+                   rule: ExemplarRule) -> np.ndarray:
+    """Each chosen exemplar's weight in the query's vote (they sum to 1).
+
+    Equal weights, except under ``same_difficulty_then_nearest`` (TPT), whose test loop averages only the
+    same-difficulty exemplars (``get_mask``: 1 / t_len for the first t_len, 0 for the top-ups).
+    """
+    if not chosen:
+        return np.zeros(0)
+    if rule != "same_difficulty_then_nearest":
+        return np.full(len(chosen), 1.0 / len(chosen))
+    same = np.array([train[i].difficulty == query.difficulty for i in chosen], dtype=float)
+    return same / same.sum()
+
+
 def _nearest_difficulty_top_up(difficulty: float, train: Sequence[DiveRecord], need: int) -> list[int]:
     by_difficulty: dict[float, list[int]] = {}
     for i, record in enumerate(train):
@@ -333,7 +349,7 @@ def reference_metrics(predicted: Sequence[float], true: Sequence[float]) -> dict
     return {
         "spearman": spearman(predicted, true),
         "l2": float(np.mean((predicted - true) ** 2)),
-        "relative_l2_x100": 100.0 * float(np.mean(((predicted - true) / (high - low)) ** 2)),
+        "relative_l2_x100": 100.0 * relative_l2_test_range(predicted, true),
         "score_min": low,
         "score_max": high,
     }
@@ -481,10 +497,15 @@ def _run_part(protocol: Protocol, data_root: Path, model_dir: Path, action: str 
         else:
             exemplars, labels = features.new_zeros((0, *features.shape)), torch.zeros(0)
         votes = head.vote(features, exemplars, labels).votes.double()
-        predicted = float(votes.mean()) * (record.difficulty if execution else 1.0)
+        if chosen:
+            weights = voting_weights(record, split.train, chosen, protocol.exemplar_rule)
+            voted = float((votes * torch.as_tensor(weights)).sum())
+        else:
+            weights, voted = np.zeros(0), float(votes.mean())
+        predicted = voted * (record.difficulty if execution else 1.0)
         rows.append({"key": record.key, "true": record.final_score, "predicted": predicted,
                      "difficulty": record.difficulty, "action_class": record.action_class,
-                     "exemplars": [split.train[i].key for i in chosen]})
+                     "exemplars": [split.train[i].key for i in chosen], "exemplar_weights": weights.tolist()})
     metrics = reference_metrics([r["predicted"] for r in rows], [r["true"] for r in rows])
     return PartResult(
         model_dir=str(model_dir), model_id=config.model_id, head=config.head, action=action, num_test=len(rows),
