@@ -278,16 +278,16 @@ PROFILES["kinetics-tpt"] = replace(
 
 # The CoRe recipe scaled to a CPU (the comparison with cpu-finetune in docs/reference-recipes.md): the
 # reference's loss, pairing, optimiser, augmentations and frozen BatchNorm, end to end; the cpu-finetune
-# profile's input and a width-0.25 I3D from random weights (statistics estimated once, then frozen), 10 epochs.
+# profile's input and a width-0.25 I3D from random weights (statistics estimated once, then frozen), 5 epochs.
 PROFILES["cpu-core"] = replace(
     PROFILES["kinetics"], name="cpu-core",
     description="CoRe's recipe scaled to the CPU: I3D width 0.25 from random weights, cpu-finetune's input (32 "
-    "frames over the moving span, 64 px), fine-tuned end to end with CoRe's pair loss for 10 epochs.",
+    "frames over the moving span, 64 px), fine-tuned end to end with CoRe's pair loss for 5 epochs.",
     preprocessing=PROFILES["cpu-finetune"].preprocessing,
     clips=PROFILES["cpu-finetune"].clips,
     backbone_width=0.25,
     backbone=BackboneTrainConfig(epochs=0, recalibrate_batchnorm=True),
-    head=replace(CORE_HEAD, epochs=10),
+    head=replace(CORE_HEAD, epochs=5),
     end_to_end=replace(CORE_END_TO_END, crop_margin=4, workers=1, cache_frames=True),
     validation_fraction=PROFILES["cpu-finetune"].validation_fraction,
     test_fraction=PROFILES["cpu-finetune"].test_fraction,
