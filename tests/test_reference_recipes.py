@@ -5,6 +5,7 @@ fine-tune that lowers the loss, and resume against an uninterrupted run."""
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -31,6 +33,7 @@ from training.finetune_pairs import PairStep, _optimizer, finetune_pairs, frozen
 from training.pairs import PairSampler, pair_groups, pairing_keys, within_group_deltas
 from training.profiles import PROFILES, TrainingProfile
 from training.protocols import PROTOCOLS
+from training.train_tpt import build_tpt_head
 
 SIZE_FIELDS = {"name", "description", "preprocessing", "clips", "backbone_width", "num_exemplars",
                "validation_fraction", "test_fraction"}
@@ -180,8 +183,6 @@ def test_optimiser_groups_follow_the_references() -> None:
     optimizer = _optimizer("core", backbone, core, kinetics, kinetics.end_to_end)
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([1e-4, 1e-3])
     assert all(g["weight_decay"] == 0.0 for g in optimizer.param_groups)
-    from training.train_tpt import build_tpt_head
-
     tpt_profile = PROFILES["tiny-kinetics-tpt"]
     tpt = build_tpt_head(backbone.feature_dim, tpt_profile.tpt)
     optimizer = _optimizer("tpt", backbone, tpt, tpt_profile, tpt_profile.end_to_end)
@@ -235,29 +236,28 @@ class _Stop(Exception):
     pass
 
 
-def _finetune(records: list, profile: TrainingProfile, folder: Path, init: Path, resume: bool = False,
+def _finetune(records: list, profile: TrainingProfile, folder: Path, init: Path, cache: Path, resume: bool = False,
               stop_at_epoch: int | None = None) -> tuple[I3D, nn.Module]:
+    """finetune_pairs on 10 training and 4 validation dives; ``stop_at_epoch`` interrupts that epoch's validation."""
     backbone = I3D(width=profile.backbone_width)
     backbone.load_state_dict(load_file(str(init / BACKBONE_WEIGHTS)))
     validations = []
 
     def validate(head: nn.Module, boundaries: GroupBoundaries, train: torch.Tensor, val: torch.Tensor) -> float:
-        validations.append(len(validations) + 1)  # validation after every epoch (eval_every = 1)
+        validations.append(len(validations) + 1)  # after every epoch (eval_every = 1)
         if validations[-1] == stop_at_epoch:
             raise _Stop
         return float(val.mean() - train.mean())
 
     result = finetune_pairs(backbone, "core", records[:10], records[10:14], profile, 30.0, True,
-                            folder / "checkpoints", folder / "cache", validate, torch.device("cpu"), resume=resume,
+                            folder / "checkpoints", cache, validate, torch.device("cpu"), resume=resume,
                             progress=False, recipe={"init": str(init)})
     return backbone, result.head
 
 
-def load_metadata(path: Path) -> str:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        return handle.metadata()["training_state"]
+def _checkpoint_state(folder: Path) -> dict:
+    with safe_open(str(folder / "checkpoints" / LAST), framework="pt") as handle:
+        return json.loads(handle.metadata()["training_state"])
 
 
 def _e2e_profile(epochs: int) -> TrainingProfile:
@@ -265,34 +265,42 @@ def _e2e_profile(epochs: int) -> TrainingProfile:
     return replace(base, head=replace(base.head, epochs=epochs), end_to_end=replace(base.end_to_end, cache_frames=True))
 
 
-def test_resume_gives_the_weights_of_an_uninterrupted_run(tiny_dataset: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def straight_run(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, I3D, nn.Module]:
+    """Four uninterrupted epochs of the tiny CoRe recipe: (run folder, imported init, backbone, head)."""
+    root = tmp_path_factory.mktemp("e2e")
+    init = _imported_backbone(root / "init")
     records = load_folder_csv(tiny_dataset / "labels.csv")
-    init = _imported_backbone(tmp_path / "init")
-    profile = _e2e_profile(epochs=3)
-    straight_backbone, straight_head = _finetune(records, profile, tmp_path / "straight", init)
+    backbone, head = _finetune(records, _e2e_profile(epochs=4), root / "straight", init, root / "cache")
+    return root, init, backbone, head
+
+
+def test_resume_gives_the_weights_of_an_uninterrupted_run(tiny_dataset: Path, straight_run: tuple) -> None:
+    root, init, straight_backbone, straight_head = straight_run
+    records = load_folder_csv(tiny_dataset / "labels.csv")
+    profile = _e2e_profile(epochs=4)
     with pytest.raises(_Stop):  # killed during epoch 2's validation: the checkpoint holds epoch 1
-        _finetune(records, profile, tmp_path / "resumed", init, stop_at_epoch=2)
-    assert json.loads(load_metadata(tmp_path / "resumed" / "checkpoints" / LAST))["epoch"] == 1
-    resumed_backbone, resumed_head = _finetune(records, profile, tmp_path / "resumed", init, resume=True)
+        _finetune(records, profile, root / "resumed", init, root / "cache", stop_at_epoch=2)
+    assert _checkpoint_state(root / "resumed")["epoch"] == 1
+    resumed_backbone, resumed_head = _finetune(records, profile, root / "resumed", init, root / "cache", resume=True)
     for straight, resumed in ((straight_backbone, resumed_backbone), (straight_head, resumed_head)):
         a, b = straight.state_dict(), resumed.state_dict()
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    last = {name: load_file(str(tmp_path / name / "checkpoints" / LAST)) for name in ("straight", "resumed")}
+    last = {name: load_file(str(root / name / "checkpoints" / LAST)) for name in ("straight", "resumed")}
     assert all(torch.equal(v, last["resumed"][k]) for k, v in last["straight"].items())
+    def losses(run: str) -> list[dict]:
+        return [{k: v for k, v in h.items() if "seconds" not in k} for h in _checkpoint_state(root / run)["history"]]
+
+    assert losses("resumed") == losses("straight")
     with pytest.raises(CheckpointError, match="another recipe"):
-        _finetune(records, _e2e_profile(epochs=4), tmp_path / "resumed", init, resume=True)
+        _finetune(records, _e2e_profile(epochs=5), root / "resumed", init, root / "cache", resume=True)
 
 
-def test_a_tiny_end_to_end_fine_tune_lowers_the_training_loss(tiny_dataset: Path, tmp_path: Path) -> None:
-    records = load_folder_csv(tiny_dataset / "labels.csv")
-    init = _imported_backbone(tmp_path / "init")
-    profile = _e2e_profile(epochs=6)
-    backbone, _ = _finetune(records, profile, tmp_path / "run", init)
-    history = json.loads(load_metadata(tmp_path / "run" / "checkpoints" / LAST))["history"]
-    losses = [h["loss_total"] for h in history]
-    assert losses[-1] < 0.8 * losses[0], losses
-    start = load_file(str(init / BACKBONE_WEIGHTS))
-    final = backbone.state_dict()
+def test_a_tiny_end_to_end_fine_tune_lowers_the_training_loss(straight_run: tuple) -> None:
+    root, init, backbone, _ = straight_run
+    losses = [h["loss_total"] for h in _checkpoint_state(root / "straight")["history"]]
+    assert all(later < earlier for earlier, later in itertools.pairwise(losses)) and losses[-1] < 0.9 * losses[0], losses
+    start, final = load_file(str(init / BACKBONE_WEIGHTS)), backbone.state_dict()
     assert not torch.equal(final["Mixed_4b.b1b.conv3d.weight"], start["Mixed_4b.b1b.conv3d.weight"])
     assert all(torch.equal(final[k], v) for k, v in _batchnorm_statistics(start).items())
 

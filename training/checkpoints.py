@@ -116,6 +116,7 @@ def load_checkpoint(folder: Path, modules: dict[str, nn.Module], optimizer: torc
     if not path.is_file():
         raise CheckpointError(f"nothing to resume: {path} does not exist (train without --resume to start)")
     tensors, metadata = _read(path)
+    recipe = json.loads(json.dumps(recipe))  # as stored: tuples become lists
     if metadata["recipe"] != recipe:
         changed = sorted(k for k in set(recipe) | set(metadata["recipe"]) if recipe.get(k) != metadata["recipe"].get(k))
         raise CheckpointError(f"{path} was made by another recipe (differs in: {', '.join(changed)}); "
