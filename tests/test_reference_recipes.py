@@ -23,6 +23,7 @@ from models.core import CoReHead
 from models.gart import GroupBoundaries
 from models.i3d import I3D
 from models.model_dir import BACKBONE_WEIGHTS
+from models.scorer import QueryLabels, Scorer
 from models.weights.core_import import CORE_PREPROCESSING
 from tests.paths import MTL_AQA_DIR
 from tests.test_protocols import write_fake_mtl_aqa
@@ -44,16 +45,19 @@ def _batchnorm_statistics(state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 
 
 def _imported_backbone(folder: Path, width: float = 0.125, seed: int = 1) -> Path:
-    """A backbone.safetensors as `aqa weights import` writes it, with BatchNorm statistics far from the defaults."""
+    """A backbone.safetensors as `aqa weights import` writes it: random weights whose BatchNorm statistics were
+    estimated on random clips (like a pretrained network's: input-dependent features, statistics that no
+    re-estimation on the training videos would give)."""
     torch.manual_seed(seed)
-    state = I3D(width=width).state_dict()
-    for key, value in state.items():
-        if key.endswith("running_mean"):
-            value.normal_(0.0, 0.5)
-        elif key.endswith("running_var"):
-            value.uniform_(0.5, 2.0)
+    backbone = I3D(width=width)
+    norms = [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over the batch
+    with torch.no_grad():
+        backbone.train().forward_features(torch.rand(4, 3, 8, 32, 32) * 2 - 1)
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / BACKBONE_WEIGHTS))
+    save_file({k: v.contiguous() for k, v in backbone.state_dict().items()}, str(folder / BACKBONE_WEIGHTS))
     return folder
 
 
@@ -212,6 +216,21 @@ def test_aqa_train_kinetics_keeps_imported_batchnorm_statistics(tmp_path: Path) 
     assert (out / "checkpoints" / LAST).is_file() and (out / "checkpoints" / BEST).is_file()
     history = json.loads((out / "report" / "training.json").read_text())["head_history"]
     assert [h["epoch"] for h in history] == [1, 2] and all("validation" in h for h in history)
+
+
+def test_aqa_train_kinetics_tpt_trains_the_tpt_head_end_to_end(tmp_path: Path, tiny_dataset: Path) -> None:
+    init = _imported_backbone(tmp_path / "kinetics")
+    out = tmp_path / "model"
+    assert main(["train", str(tiny_dataset), "--profile", "tiny-kinetics-tpt", "--init-backbone", str(init),
+                 "--out", str(out), "--cache", str(tmp_path / "cache")]) == 0
+    scorer = Scorer.from_dir(out)
+    assert scorer.config.head == "tpt" and scorer.bank.clip_features.shape[1] == 16
+    record = load_folder_csv(tiny_dataset / "labels.csv")[0]
+    assert np.isfinite(scorer.score(record.video, QueryLabels(difficulty=record.difficulty)).score)
+    trained, imported = load_file(str(out / BACKBONE_WEIGHTS)), load_file(str(init / BACKBONE_WEIGHTS))
+    assert all(torch.equal(trained[k], v) for k, v in _batchnorm_statistics(imported).items())
+    history = json.loads((out / "report" / "training.json").read_text())["head_history"]
+    assert {"loss_cls", "loss_reg", "loss_rank", "loss_sparsity"} <= history[0].keys()
 
 
 def test_aqa_train_refuses_what_cannot_work(tmp_path: Path, tiny_dataset: Path,

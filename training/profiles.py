@@ -294,28 +294,23 @@ PROFILES["cpu-core"] = replace(
 )
 
 # Test profiles: the reference recipes at a tiny size (seconds per epoch).
-PROFILES["tiny-kinetics"] = replace(
-    PROFILES["kinetics"], name="tiny-kinetics",
-    description="Test profile: the kinetics (CoRe) recipe on a tiny I3D, 24-frame windows at 32 px, 2 epochs.",
-    preprocessing=replace(REFERENCE_INPUT, num_frames=24, crop=32, stretch_to=(40, 48)),
-    clips=ClipProtocol.strided(24, 8, 8),
-    backbone_width=0.125,
-    head=replace(CORE_HEAD, hidden=32, depth=2, epochs=2),
+def _tiny(name: str, description: str, frames: int, clips: ClipProtocol, **changes: Any) -> TrainingProfile:
+    """``name`` without its ``tiny-`` prefix at test size: a width-0.125 I3D on 32 px crops of ``frames`` frames."""
+    return replace(PROFILES[name.removeprefix("tiny-")], name=name, description=description,
+                   preprocessing=replace(REFERENCE_INPUT, num_frames=frames, crop=32, stretch_to=(40, 48)),
+                   clips=clips, backbone_width=0.125, num_exemplars=3, validation_fraction=0.2, test_fraction=0.2,
+                   **changes)
+
+
+PROFILES["tiny-kinetics"] = _tiny(
+    "tiny-kinetics", "Test profile: the kinetics (CoRe) recipe on a tiny I3D, 24-frame windows at 32 px, 2 epochs.",
+    24, ClipProtocol.strided(24, 8, 8), head=replace(CORE_HEAD, hidden=32, depth=2, epochs=2),
     end_to_end=replace(CORE_END_TO_END, workers=0),
-    num_exemplars=3,
-    validation_fraction=0.2,
-    test_fraction=0.2,
 )
-PROFILES["tiny-kinetics-tpt"] = replace(
-    PROFILES["kinetics-tpt"], name="tiny-kinetics-tpt",
-    description="Test profile: the kinetics-tpt (TPT) recipe on a tiny I3D, 16 clips of 4 frames at 32 px, 2 epochs.",
-    preprocessing=replace(REFERENCE_INPUT, num_frames=19, crop=32, stretch_to=(40, 48)),
-    clips=ClipProtocol.strided(19, 4, 1),
-    backbone_width=0.125,
+PROFILES["tiny-kinetics-tpt"] = _tiny(
+    "tiny-kinetics-tpt", "Test profile: the kinetics-tpt (TPT) recipe on a tiny I3D, 16 clips of 4 frames at 32 px, "
+    "2 epochs.", 19, ClipProtocol.strided(19, 4, 1),
     tpt=replace(PROFILES["kinetics-tpt"].tpt, d_model=32, ffn_dim=32, head_hidden=16, self_attention_heads=4,
                 epochs=2, eval_every=1),
     end_to_end=replace(PROFILES["kinetics-tpt"].end_to_end, accumulate=2, workers=0),
-    num_exemplars=3,
-    validation_fraction=0.2,
-    test_fraction=0.2,
 )

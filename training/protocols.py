@@ -124,6 +124,12 @@ _EXEMPLAR_DRAW_NOTE = (
     "Exemplars are drawn with a generator seeded by --seed and the dive's key; the reference draws inside "
     "DataLoader workers reseeded by PyTorch, so its exact draw cannot be replayed (same pool and count)."
 )
+_BEST_EPOCH_NOTE = (
+    "The published number is the best test-split result over the training epochs (CoRe tools/runner.py validate() "
+    "keeps rho_best across epochs evaluated on the test split; TPT's ResultsHandler does the same), an optimistic "
+    "selection; `aqa train` selects its epoch on a validation split carved from the training dives and never "
+    "looks at the test split."
+)
 _GPU_NOTE = (
     "Features computed on another device or library version differ in the last bits (cuDNN kernels are not "
     "deterministic), which can move a vote across a tree leaf boundary."
@@ -147,7 +153,7 @@ PROTOCOLS: dict[str, Protocol] = {
         frames="the 103 consecutive frames ending at the annotated end_frame (positions end_frame - 103 .. "
                "end_frame - 1 of the source's frames, as CoRe's loader indexes its frames folder)",
         published=(PublishedResult("CoRe", 0.9512, 0.260, "Yu et al., ICCV 2021"),),
-        notes=(_EXEMPLAR_DRAW_NOTE, _GPU_NOTE),
+        notes=(_BEST_EPOCH_NOTE, _EXEMPLAR_DRAW_NOTE, _GPU_NOTE),
     ),
     "tpt-mtl": Protocol(
         name="tpt-mtl",
@@ -164,7 +170,7 @@ PROTOCOLS: dict[str, Protocol] = {
         notes=(
             ("TPT reads per-dive 'frames_long' folders from their 4th frame; that these 103 frames are CoRe's "
             "window was not checked against TPT's data."),
-            _EXEMPLAR_DRAW_NOTE, _GPU_NOTE,
+            _BEST_EPOCH_NOTE, _EXEMPLAR_DRAW_NOTE, _GPU_NOTE,
         ),
     ),
     "core-aqa7": Protocol(
@@ -179,7 +185,7 @@ PROTOCOLS: dict[str, Protocol] = {
         reference_clips=ClipProtocol.core_mtl(),
         frames="the first 103 frames of each sample (img_00001.jpg .. img_00103.jpg)",
         published=(PublishedResult("CoRe (average of 6 classes, Fisher z)", 0.8401, None, "Yu et al., ICCV 2021"),),
-        notes=(_EXEMPLAR_DRAW_NOTE, _GPU_NOTE),
+        notes=(_BEST_EPOCH_NOTE, _EXEMPLAR_DRAW_NOTE, _GPU_NOTE),
     ),
     "tsa-finediving": Protocol(
         name="tsa-finediving",
