@@ -62,6 +62,8 @@ from training.train_tpt import (
     tpt_parameter_groups,
 )
 
+VALIDATION_BATCH = 8  # videos per backbone call when validating
+
 Validate = Callable[[nn.Module, GroupBoundaries, torch.Tensor, torch.Tensor], float]
 """(head, boundaries, training dives' per-clip features, validation dives' per-clip features) -> score."""
 
@@ -166,6 +168,13 @@ def view_source(records: Sequence[DiveRecord], profile: TrainingProfile, cache_d
                       Path(cache_dir) / "views" if end_to_end.cache_frames else None)
 
 
+def _recipe_of(profile: TrainingProfile) -> dict[str, Any]:
+    """The profile as a checkpoint's identity: everything but the worker count, which changes no result."""
+    recipe = profile.to_dict()
+    recipe["end_to_end"] = {k: v for k, v in recipe["end_to_end"].items() if k != "workers"}
+    return recipe
+
+
 def training_labels(records: Sequence[DiveRecord], execution: bool) -> torch.Tensor:
     return torch.tensor([r.execution_score if execution else r.final_score for r in records], dtype=torch.float32)
 
@@ -224,7 +233,7 @@ def finetune_pairs(
     precision = choose_precision(device, end_to_end.precision)  # type: ignore[arg-type]
     scaler = torch.amp.GradScaler(device.type, enabled=precision.scales_loss)
     modules = {"backbone": backbone, "head": head}
-    recipe = {"profile": profile.to_dict(), "head": head_kind, **(recipe or {})}
+    recipe = {"profile": _recipe_of(profile), "head": head_kind, **(recipe or {})}
     state = TrainingState(recipe=recipe)
     if resume:
         state = load_checkpoint(checkpoint_dir, modules, optimizer, scaler, recipe)
@@ -266,7 +275,7 @@ def finetune_pairs(
         if epoch % config.eval_every == 0 or epoch == config.epochs:
             backbone.eval()
             mirror = profile.clips.mirror
-            features = [clip_features(step, views, config.batch_size * 2, end_to_end.workers, device, mirror)
+            features = [clip_features(step, views, VALIDATION_BATCH, end_to_end.workers, device, mirror)
                         for views in (train_views, val_views)]
             record["validation"] = validate(copy.deepcopy(head).cpu().eval(), boundaries, *features)
             if state.best_score is None or record["validation"] > state.best_score:

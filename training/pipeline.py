@@ -208,8 +208,7 @@ def train_model(dataset: Path, out: Path, profile: TrainingProfile, cache_dir: P
             frames = inference_frames(fine_tuning_frames(part, profile, frames_dir, progress), profile)
             features[name] = cache.get_many_from_frames(part, frames, extractor.from_frames, progress=progress)
     elif profile.end_to_end is not None and profile.end_to_end.cache_frames:  # its views hold the frames
-        features = {name: cache.get_many_from_frames(part, _view_frames(part, profile, Path(cache_dir)),
-                                                     extractor.from_frames, progress=progress)
+        features = {name: _features_from_views(cache, part, profile, Path(cache_dir), extractor, progress)
                     for name, part in parts.items()}
     else:
         features = {name: cache.get_many(part, progress=progress) for name, part in parts.items()}
@@ -298,10 +297,17 @@ def _weights_file(path: Path) -> Path:
     return path / BACKBONE_WEIGHTS if path.is_dir() else path
 
 
-def _view_frames(records: list[DiveRecord], profile: TrainingProfile, cache_dir: Path) -> np.ndarray:
-    """The unaugmented input frames (N, T, crop, crop, 3) of records whose training views are cached."""
+def _features_from_views(cache: FeatureCache, records: list[DiveRecord], profile: TrainingProfile, cache_dir: Path,
+                         extractor: FeatureExtractor, progress: bool, chunk: int = 256) -> torch.Tensor:
+    """Per-clip features of records whose training views are cached, from the views' unaugmented frames
+    (``chunk`` videos' frames in memory at a time)."""
     clips = InferenceClips(view_source(records, profile, cache_dir))
-    return np.stack([clips[i].numpy() for i in range(len(clips))])
+    parts = []
+    for first in range(0, len(records), chunk):
+        frames = np.stack([clips[i].numpy() for i in range(first, min(first + chunk, len(records)))])
+        parts.append(cache.get_many_from_frames(records[first : first + chunk], frames, extractor.from_frames,
+                                                progress=progress))
+    return torch.cat(parts)
 
 
 @dataclass
