@@ -7,7 +7,8 @@ transforms do (``tools/builder.py`` ``get_video_trans``: RandomHorizontalFlip, R
 ``datasets/MTLPair.py``: the 103-frame window's end moved by ``random.randint(-3, 3)``):
 
 - temporal jitter: every sampled frame index moves by the same shift ``s`` in ``[-J, J]``; shifts that would
-  read past either end of the video are not drawn (the reference would fail there);
+  read past either end of the video are not drawn (the reference fails past the last frame and wraps round
+  to the last frames before the first);
 - random crop: a ``crop`` x ``crop`` square anywhere in the preprocessed frame (``crop_margin=None``, the
   reference's 224 of a 256 x 455 stretched frame), or within ``crop_margin`` pixels of the centre crop;
 - horizontal flip with probability 1/2, per video (a dive filmed from the other side scores the same).
