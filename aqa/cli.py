@@ -6,6 +6,7 @@ Each command imports what it needs when it runs, so ``aqa score`` never loads th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -45,7 +46,7 @@ class CliError(Exception):
 # Errors whose message already tells the user what is wrong (bad files, models, datasets, banks).
 USER_ERRORS = frozenset({
     "DatasetError", "UnsafePickleError", "ModelDirError", "BankError", "BankMismatchError", "WeightImportError",
-    "RenderError", "ProtocolError", "OnnxBackboneError", "OnnxExportError",
+    "RenderError", "ProtocolError", "OnnxBackboneError", "OnnxExportError", "CheckpointError", "ProfileError",
 })
 # The names of training.protocols.PROTOCOLS, listed here so `aqa --help` does not import the training code.
 _PROTOCOL_NAMES = ("core-mtl", "tpt-mtl", "core-aqa7", "tsa-finediving")
@@ -90,12 +91,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path, default=Path("runs/feature-cache"))
     p.add_argument("--model-id", default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--head", choices=["core", "tpt", "pcln"], default="core",
-                   help="scoring head (tpt and pcln read the clip sequence: use a *-tpt profile)")
+    p.add_argument("--head", choices=["core", "tpt", "pcln"], default=None,
+                   help="scoring head (default: the profile's; tpt and pcln read the clip sequence: use a *-tpt profile)")
     p.add_argument("--init-backbone", type=Path, default=None,
                    help="start from this backbone.safetensors (or a folder holding one, e.g. `aqa pretrain lav`)")
     p.add_argument("--label-fraction", type=float, default=1.0,
                    help="keep only this fraction of the training labels (stratified, seeded); default 1")
+    p.add_argument("--protocol", choices=["core-mtl", "tpt-mtl"], default=None,
+                   help="DATASET is a reference layout (MTL-AQA): train on the paper's training split, test on its "
+                        "test split, frames as the paper reads them")
+    p.add_argument("--device", default="auto", help="end-to-end profiles: cuda, cuda:N or cpu (default: a GPU if any)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="end-to-end profiles: video-decoding processes (default: the profile's)")
+    p.add_argument("--resume", action="store_true",
+                   help="end-to-end profiles: continue from OUT/checkpoints/last.safetensors")
     p.set_defaults(run=_train)
 
     pretrain = sub.add_parser("pretrain", help="self-supervised backbone pretraining").add_subparsers(
@@ -351,18 +360,29 @@ def _profile(name: str) -> TrainingProfile:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from training.device import resolve_device
     from training.pipeline import train_model
     from training.profiles import check_head
 
     profile = _profile(args.profile)
+    head = args.head or profile.default_head
     try:
-        check_head(args.head, profile)
+        check_head(head, profile)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     if not 0.0 < args.label_fraction <= 1.0:
         raise CliError(f"--label-fraction must be in (0, 1], got {args.label_fraction}")
+    if args.workers is not None:
+        if args.workers < 0 or profile.end_to_end is None:
+            raise CliError("--workers takes a count >= 0, for profiles that train end to end")
+        profile = dataclasses.replace(profile, end_to_end=dataclasses.replace(profile.end_to_end, workers=args.workers))
+    try:
+        resolve_device(args.device)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
     train_model(args.dataset, args.out, profile, cache_dir=args.cache, model_id=args.model_id, seed=args.seed,
-                head=args.head, init_backbone=args.init_backbone, label_fraction=args.label_fraction)
+                head=head, init_backbone=args.init_backbone, label_fraction=args.label_fraction,
+                device=args.device, resume=args.resume, protocol=args.protocol)
     return 0
 
 

@@ -24,8 +24,10 @@ import torch.nn.functional as F
 
 LeafActivation = Literal["sigmoid", "identity"]
 ClassificationLoss = Literal["bce", "nll"]
+Reduction = Literal["pair", "leaf"]
 LEAF_ACTIVATIONS: tuple[str, ...] = ("sigmoid", "identity")
 CLASSIFICATION_LOSSES: tuple[str, ...] = ("bce", "nll")
+REDUCTIONS: tuple[str, ...] = ("pair", "leaf")
 
 
 def activate_leaves(leaf_values: torch.Tensor, leaf_activation: LeafActivation) -> torch.Tensor:
@@ -209,37 +211,58 @@ def gart_loss(
     reg_target: torch.Tensor,
     classification: ClassificationLoss = "bce",
     leaf_activation: LeafActivation = "sigmoid",
+    reduction: Reduction = "pair",
+    directions: int = 1,
 ) -> dict[str, torch.Tensor]:
-    """GART objective ``J = J_cls + J_reg`` (paper Eq. 4), each averaged over the batch.
+    """GART objective ``J = J_cls + J_reg`` (paper Eq. 4).
 
     * ``"bce"`` (paper): ``J_cls = -sum_r [l_r log P_r + (1 - l_r) log(1 - P_r)]`` over all leaves,
       with ``l`` the one-hot group label and ``P_r`` the leaf probability.
     * ``"nll"`` (reference code): ``J_cls = -log P_{r_true}``.
     * ``J_reg = (sigma_hat_{r_true} - sigma_{r_true})^2``, only on the true leaf.
 
-    The reference code sums per-leaf MSE means (weighting each leaf equally, not each pair); here every
-    pair weighs the same. Inputs: log-probs and raw leaf values (B, R), ``group_idx``/``reg_target``
-    (B,) from :meth:`GroupBoundaries.assign`. Returns ``{"cls", "reg", "total"}`` scalars.
+    Reductions over the batch:
+
+    * ``"pair"``: both terms averaged over the batch, every pair weighs the same.
+    * ``"leaf"`` (the reference training step, CoRe ``tools/helper.py`` and TPT's train script): the batch is
+      ``directions`` equal consecutive chunks (the (exemplar, query) and (query, exemplar) halves of a
+      step); per chunk, ``J_cls`` is averaged over its pairs and ``J_reg`` is the sum over leaves of the mean
+      squared error of the chunk's pairs in that leaf; the chunks' losses are added.
+
+    Inputs: log-probs and raw leaf values (B, R), ``group_idx``/``reg_target`` (B,) from
+    :meth:`GroupBoundaries.assign`. Returns ``{"cls", "reg", "total"}`` scalars.
     """
     if classification not in CLASSIFICATION_LOSSES:
         raise ValueError(f"classification must be one of {CLASSIFICATION_LOSSES}, got {classification!r}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if leaf_log_probs.dim() != 2 or leaf_values.shape != leaf_log_probs.shape:
         raise ValueError(
             f"leaf_log_probs and leaf_values must both be (B, R), got "
             f"{tuple(leaf_log_probs.shape)} and {tuple(leaf_values.shape)}"
         )
-    batch = leaf_log_probs.shape[0]
+    batch, leaves = leaf_log_probs.shape
     if group_idx.shape != (batch,) or reg_target.shape != (batch,):
         raise ValueError(f"group_idx and reg_target must be ({batch},)")
+    if directions < 1 or batch % directions:
+        raise ValueError(f"a batch of {batch} pairs does not split into {directions} equal directions")
 
     true_log_prob = leaf_log_probs.gather(1, group_idx[:, None])[:, 0]
     if classification == "nll":
-        cls_loss = -true_log_prob.mean()
+        per_pair_cls = -true_log_prob
     else:
         log_not = _log1mexp(leaf_log_probs)
-        one_hot = F.one_hot(group_idx, leaf_log_probs.shape[1]).bool()
-        cls_loss = -torch.where(one_hot, leaf_log_probs, log_not).sum(1).mean()
-
+        one_hot = F.one_hot(group_idx, leaves).bool()
+        per_pair_cls = -torch.where(one_hot, leaf_log_probs, log_not).sum(1)
     sigma_hat = activate_leaves(leaf_values.gather(1, group_idx[:, None])[:, 0], leaf_activation)
-    reg_loss = (sigma_hat - reg_target.to(sigma_hat.dtype)).pow(2).mean()
+    squared = (sigma_hat - reg_target.to(sigma_hat.dtype)).pow(2)
+    if reduction == "pair":
+        cls_loss, reg_loss = per_pair_cls.mean(), squared.mean()
+    else:
+        chunk = torch.arange(batch, device=group_idx.device) // (batch // directions)
+        cls_loss = per_pair_cls.mean() * directions  # sum of the chunks' means (equal chunk sizes)
+        cell = chunk * leaves + group_idx  # (direction, leaf) of every pair
+        sums = squared.new_zeros(directions * leaves).index_add(0, cell, squared)
+        counts = squared.new_zeros(directions * leaves).index_add(0, cell, torch.ones_like(squared))
+        reg_loss = (sums / counts.clamp(min=1)).sum()
     return {"cls": cls_loss, "reg": reg_loss, "total": cls_loss + reg_loss}

@@ -38,9 +38,10 @@ Choices the paper and the seed notes leave open, taken from the reference code (
 * Classifier and regressor: ``Linear(d, 128) - ReLU - Linear(128, G)``; a flat softmax over the G groups
   (no tree); sigmoid leaf values. Groups: the CoRe bin rule (``GroupBoundaries.from_deltas``, 16 groups,
   |delta| quantiles mirrored, outer bound 30 for MTL-AQA execution scores).
-* Ranking margin 2 (the README training command; ``T = 20`` clips); centres are not normalised. The
-  attention losses are applied to every decoder layer and to both videos of a pair; the reference trains
-  each pair in both directions (a training-loop matter, not done here).
+* Ranking margin 2 (the first README training command, 7 parts; the current README uses 3.2 with 5 parts,
+  the ``kinetics-tpt`` profile's); ``T = 20`` clips; centres are not normalised. The attention losses are
+  applied to every decoder layer and to both videos of a pair; the reference trains each pair in both
+  directions (``training/train_tpt.py`` does too).
 * Sparsity is averaged over parts (reference ``var.mean()``), i.e. the paper's sum over parts / K; the
   reference weight 0.05 multiplies that mean.
 * The README's MTL-AQA command uses 7 parts; ``methods.md`` lists 5, our default.
@@ -77,7 +78,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.gart import CLASSIFICATION_LOSSES, ClassificationLoss, GroupBoundaries, activate_leaves, gart_loss
+from models.gart import (
+    CLASSIFICATION_LOSSES,
+    ClassificationLoss,
+    GroupBoundaries,
+    Reduction,
+    activate_leaves,
+    gart_loss,
+)
 
 RANKING_MARGIN = 2.0
 SPAN_MASS = 0.8
@@ -202,17 +210,23 @@ def tpt_loss(
     weights: TPTLossWeights = TPTLossWeights(),
     margin: float = RANKING_MARGIN,
     classification: ClassificationLoss = "nll",
+    reduction: Reduction = "pair",
+    directions: int = 1,
 ) -> dict[str, torch.Tensor]:
     """TPT objective for pairs labelled by ``GroupBoundaries.assign(s_query - s_exemplar)``.
 
     ``cls`` and ``reg`` come from :func:`models.gart.gart_loss` on the fused prediction (``"nll"`` over the
-    softmax groups as in the reference code; ``"bce"`` is the formula in the seed notes). ``rank`` and
-    ``sparsity`` are summed over decoder layers and averaged over the 2B parsed videos (query and
-    exemplar). Returns ``{"cls", "reg", "rank", "sparsity", "total"}`` scalars; ``total`` is weighted.
+    softmax groups as in the reference code; ``"bce"`` is the formula in the seed notes), reduced as
+    ``reduction`` says: ``"leaf"`` with ``directions=2`` is the reference's (the two directions' NLL means
+    added, plus every direction's per-leaf MSE means added), ``"pair"`` averages both over the pairs. ``rank``
+    and ``sparsity`` are summed over decoder layers and averaged over the parsed videos (query and exemplar),
+    as the reference averages them over the 2B videos of a step. Returns
+    ``{"cls", "reg", "rank", "sparsity", "total"}`` scalars; ``total`` is weighted.
     """
     if classification not in CLASSIFICATION_LOSSES:
         raise ValueError(f"classification must be one of {CLASSIFICATION_LOSSES}, got {classification!r}")
-    terms = gart_loss(output.leaf_log_probs, output.leaf_values, group_idx, reg_target, classification)
+    terms = gart_loss(output.leaf_log_probs, output.leaf_values, group_idx, reg_target, classification,
+                      reduction=reduction, directions=directions)
     attention = torch.cat([output.query_parse.attention, output.exemplar_parse.attention], dim=1)
     num_clips = attention.shape[-1]
     rank = attention.new_zeros(())

@@ -38,6 +38,7 @@ from training.protocols import (
     load_protocol_split,
     reference_metrics,
     run_protocol,
+    voting_weights,
 )
 from video.decode import decode_video
 from video.errors import FrameRangeError
@@ -163,6 +164,10 @@ def test_tpt_rule_tops_up_from_the_nearest_difficulty_in_split_order() -> None:
     assert chosen[2:] == [4, 5, 6, 8, 9, 10, 11, 12]  # difficulty 3.4 (nearest), unshuffled, in split order
     short = choose_exemplars(query, train[:8], "same_difficulty_then_nearest", 10)
     assert short[2:] == [4, 5, 6, 0, 2, 7]  # then the next nearest, 2.0
+    # TPT's test loop averages only the same-difficulty exemplars (get_mask): the top-ups weigh nothing
+    weights = voting_weights(query, train, chosen, "same_difficulty_then_nearest")
+    assert weights.tolist() == [0.5, 0.5] + [0.0] * 8
+    assert voting_weights(query, train, chosen, "same_difficulty").tolist() == [0.1] * 10
 
 
 def test_same_action_and_any_rules() -> None:
@@ -304,6 +309,18 @@ def test_core_mtl_protocol_end_to_end(fake_mtl: Path, execution_model: Path, tmp
     reference = run_protocol("core-mtl", fake_mtl, [execution_model], cache, input_mode="reference", progress=False)
     assert reference.parts[0].input["stretch_to"] == [256, 455]
     assert not [d for d in reference.parts[0].differences if d.startswith("input")]
+
+
+def test_tpt_mtl_votes_only_with_same_difficulty_exemplars(fake_mtl: Path, execution_model: Path,
+                                                          tmp_path: Path) -> None:
+    """Every fake test dive has fewer than 10 same-difficulty training dives, so tpt-mtl tops each up; with the
+    top-ups at weight 0 it predicts what core-mtl predicts (which votes with all same-difficulty dives)."""
+    core = run_protocol("core-mtl", fake_mtl, [execution_model], tmp_path / "cache", progress=False).parts[0]
+    tpt = run_protocol("tpt-mtl", fake_mtl, [execution_model], tmp_path / "cache", progress=False).parts[0]
+    for core_row, tpt_row in zip(core.predictions, tpt.predictions):
+        assert len(tpt_row["exemplars"]) == 8 > len(core_row["exemplars"])  # all 8 training dives vote or top up
+        assert sum(w > 0 for w in tpt_row["exemplar_weights"]) == len(core_row["exemplars"])
+        assert tpt_row["predicted"] == pytest.approx(core_row["predicted"], rel=1e-6)
 
 
 def test_eval_protocol_command(fake_mtl: Path, execution_model: Path, tmp_path: Path,

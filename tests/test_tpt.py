@@ -118,6 +118,26 @@ def test_tpt_loss_sums_layers_and_both_videos_by_hand() -> None:
     assert weighted["total"].item() == pytest.approx(2 * 0.2876821 + 3.125 + 1.075, abs=1e-6)
 
 
+def test_reference_reductions_add_the_directions_and_average_within_leaves() -> None:
+    """TPT's train script: nll(dir 1) + nll(dir 2) + sum over both directions and the 16 leaves of the mean
+    squared error of the pairs in each leaf; here 2 pairs per direction, G = 2, sigmoid leaves."""
+    log_probs = torch.tensor([[0.25, 0.75], [0.5, 0.5], [0.9, 0.1], [0.2, 0.8]]).log()
+    leaf_values = torch.tensor([[0.0, math.log(3)], [0.0, 0.0], [math.log(3), 0.0], [0.0, 0.0]])
+    group = torch.tensor([1, 1, 0, 1])  # direction 1: both pairs in leaf 1; direction 2: one in each leaf
+    target = torch.tensor([0.5, 0.25, 0.5, 1.0])
+    parse = PartParse(torch.zeros(4, 2, 4), torch.stack([ORDERED, ORDERED])[:, None].expand(2, 4, 2, 4))
+    output = TPTOutput(log_probs, leaf_values, torch.zeros(4, 2, 4), parse, parse)
+    loss = tpt_loss(output, group, target, margin=2.0, reduction="leaf", directions=2)
+    nll = [-math.log(0.75), -math.log(0.5), -math.log(0.9), -math.log(0.8)]
+    assert loss["cls"].item() == pytest.approx((nll[0] + nll[1]) / 2 + (nll[2] + nll[3]) / 2, abs=1e-6)
+    squared = [(0.75 - 0.5) ** 2, (0.5 - 0.25) ** 2, (0.75 - 0.5) ** 2, (0.5 - 1.0) ** 2]
+    assert loss["reg"].item() == pytest.approx((squared[0] + squared[1]) / 2 + squared[2] + squared[3], abs=1e-6)
+    pair_mean = tpt_loss(output, group, target, margin=2.0)
+    assert pair_mean["cls"].item() == pytest.approx(sum(nll) / 4, abs=1e-6)
+    assert pair_mean["reg"].item() == pytest.approx(sum(squared) / 4, abs=1e-6)
+    assert loss["rank"].item() == pair_mean["rank"].item() == pytest.approx(2 * 3.0, abs=1e-6)
+
+
 # ---------------------------------------------------------------- the decoder
 
 

@@ -60,7 +60,8 @@ def test_tpt_model_directory_records_its_training(tpt_model_dir: Path) -> None:
     card = json.loads((tpt_model_dir / "model_card.json").read_text())
     assert card["training"]["head"] == "tpt" and card["summary"].startswith("TPT head")
     # 16 clips, 5 parts: the reference margin 2 x 16 / 20 = 1.6 is under the cap 15 / 6
-    assert card["training"]["head_training"]["ranking_margin"] == pytest.approx(1.6)
+    assert card["training"]["head_training"]["ranking_margin_used"] == pytest.approx(1.6)
+    assert card["training"]["head_training"]["ranking_margin"] == 2.0  # the setting, at 20 clips
     assert card["evaluations"]["test split"]["execution"]["spearman"] is not None
 
 
@@ -68,6 +69,10 @@ def test_ranking_margin_scales_with_clips_and_stays_feasible() -> None:
     assert ranking_margin(20, 5) == pytest.approx(2.0)  # the reference setting
     assert ranking_margin(10, 5) == pytest.approx(1.0)
     assert ranking_margin(2, 5) == pytest.approx(1 / 6)  # (T - 1) / (K + 1): 2 x 2 / 20 = 0.2 cannot be met
+    # TPT's current README: 3.2 with 5 parts at 20 clips, uncapped although 19 / 6 = 3.17 is the most all
+    # six hinges can meet at once
+    assert ranking_margin(20, 5, 3.2, cap=False) == pytest.approx(3.2)
+    assert ranking_margin(20, 5, 3.2) == pytest.approx(19 / 6)
 
 
 def test_tpt_trainer_keeps_the_epoch_validation_likes_best() -> None:

@@ -2,6 +2,13 @@
 
 Difficulty alone ranks final scores well, so a final-score Spearman alone flatters a model; every
 evaluation also reports execution (final / difficulty) metrics and the difficulty-only baseline.
+
+Relative L2 (``relative_l2_x100``) is the papers' convention: errors relative to the evaluated set's own
+range of true scores (of final scores, and of execution scores for execution), x 100
+(:func:`training.metrics.relative_l2_test_range`). ``relative_l2_x100_label_range`` is the figure this
+project reported before: errors relative to the whole label range (0 to the dataset's highest final score;
+0-30 for execution), which is wider than a test set's range and so reads smaller; it is not comparable with
+published numbers.
 """
 
 from __future__ import annotations
@@ -17,9 +24,17 @@ import torch
 from models.clips import ClipProtocol
 from models.scorer import QueryLabels, Scorer
 from training.datasets.records import DiveRecord
-from training.metrics import fisher_z_average, per_class_spearman, relative_l2, spearman
+from training.metrics import (
+    fisher_z_average,
+    per_class_spearman,
+    relative_l2,
+    relative_l2_test_range,
+    spearman,
+)
 from training.report_html import REPORT_HTML, write_html_report
 from training.synth.readout import MIN_DIVES, fault_readout, read_factors
+
+EXECUTION_LABEL_RANGE = (0.0, 30.0)  # three judges of 0..10
 
 
 @dataclass
@@ -102,16 +117,13 @@ def add_synthetic_readout(evaluation: Evaluation, dataset: Path) -> Evaluation:
 def summarize(rows: list[dict[str, Any]], score_range: tuple[float, float]) -> Evaluation:
     true = np.array([r["true_final"] for r in rows], float)
     pred = np.array([r["pred_final"] for r in rows], float)
-    lo, hi = score_range
-    final = {"spearman": spearman(pred, true), "relative_l2_x100": 100 * relative_l2(pred, true, lo, hi)}
+    final = _metrics(pred, true, score_range)
     execution = difficulty_only = None
     if all(r["difficulty"] for r in rows):
         difficulty = np.array([r["difficulty"] for r in rows], float)
         used = np.array([r["difficulty_used"] or np.nan for r in rows], float)
         true_exec, pred_exec = true / difficulty, pred / np.where(np.isnan(used), difficulty, used)
-        # execution labels span [0, 30] (three judges of 0..10)
-        execution = {"spearman": spearman(pred_exec, true_exec),
-                     "relative_l2_x100": 100 * relative_l2(pred_exec, true_exec, 0.0, 30.0)}
+        execution = _metrics(pred_exec, true_exec, EXECUTION_LABEL_RANGE)
         difficulty_only = spearman(difficulty, true)
     classes = [r["action_class"] for r in rows]
     per_class = per_class_spearman(pred, true, classes) if any(classes) else {}
@@ -135,6 +147,12 @@ def familiarity_rates(rows: list[dict[str, Any]], inside: np.ndarray) -> dict[st
 
     return {"flagged": int((~familiar).sum()), "flag_rate": float((~familiar).mean()),
             "coverage_unflagged": coverage(familiar), "coverage_flagged": coverage(~familiar)}
+
+
+def _metrics(predicted: np.ndarray, true: np.ndarray, label_range: tuple[float, float]) -> dict[str, float]:
+    return {"spearman": spearman(predicted, true),
+            "relative_l2_x100": 100 * relative_l2_test_range(predicted, true),
+            "relative_l2_x100_label_range": 100 * relative_l2(predicted, true, *label_range)}
 
 
 def plot_scatter(evaluation: Evaluation, path: Path, title: str) -> None:

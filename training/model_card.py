@@ -105,7 +105,11 @@ def render_markdown(card: dict[str, Any]) -> str:
     for name, evaluation in card.get("evaluations", {}).items():
         lines += _metrics_rows(name, evaluation)
     lines += ["", ("Execution = final score / difficulty. The difficulty-only column ranks dives by their "
-              "difficulty degree alone: the baseline a final-score rho must beat."), ""]
+              "difficulty degree alone: the baseline a final-score rho must beat. R-l2 x100 is the papers' "
+              "convention: mean ((predicted - true) / (max - min of the evaluated dives' true scores))^2 x 100, "
+              "for final and for execution scores alike; the JSON card also holds `relative_l2_x100_label_range`, "
+              "the same errors relative to the whole label range (0 to the highest final score, 0-30 for "
+              "execution), which reads smaller and is not comparable with published numbers."), ""]
     lines += _readout_rows(card)
     lines += _familiarity_lines(card)
     lines += ["## Data", "", "```json", json.dumps(card.get("data", {}), indent=2), "```", ""]

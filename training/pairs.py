@@ -1,23 +1,39 @@
 """What the pairwise trainers share: drawing (query, exemplar) pairs within groups, and keeping the
 epoch that validates best.
 
-CoRe compares a dive with exemplars of the same difficulty on MTL-AQA; we pair within a *pairing key*
-(the action class when another training dive shares it, else the difficulty, else one catch-all group).
+Pairs are drawn within a *pairing key*, by one of these rules:
+
+- ``"difficulty"``: the difficulty degree, as CoRe and TPT pair MTL-AQA dives (CoRe
+  ``datasets/MTLPair.py`` with ``usingDD: True``, ``dive_number_choosing: False``; TPT
+  ``dataloader_pair_MLT.py``, ``contrastive_key = 'difficulty'``); dives without one share a group.
+- ``"action_class"``: the action class (dive number; CoRe's ``dive_number_choosing``, TSA's rule).
+- ``"class_then_difficulty"`` (this project's default): the action class when another training dive shares
+  it, else the difficulty when another dive shares that, else one catch-all group.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+PairingRule = Literal["class_then_difficulty", "difficulty", "action_class"]
+PAIRING_RULES: tuple[str, ...] = ("class_then_difficulty", "difficulty", "action_class")
 
-def pairing_keys(action_classes: Sequence[str | None], difficulties: Sequence[float | None]) -> list[str]:
-    """Each dive's pairing key: its action class when another training dive shares it, else its
-    difficulty when another dive shares that, else one catch-all group."""
+
+def pairing_keys(action_classes: Sequence[str | None], difficulties: Sequence[float | None],
+                 rule: PairingRule = "class_then_difficulty") -> list[str]:
+    """Each dive's pairing key under ``rule`` (module docstring)."""
+    if rule == "difficulty":
+        return [f"difficulty:{d}" if d is not None else "all" for d in difficulties]
+    if rule == "action_class":
+        return [f"class:{c}" if c is not None else "all" for c in action_classes]
+    if rule != "class_then_difficulty":
+        raise ValueError(f"unknown pairing rule {rule!r}; choose from {', '.join(PAIRING_RULES)}")
     class_counts = Counter(action_classes)
     difficulty_counts = Counter(difficulties)
     keys = []
@@ -44,25 +60,42 @@ def within_group_deltas(labels: np.ndarray, groups: list[np.ndarray]) -> np.ndar
 
 
 class PairSampler:
-    """Each epoch, every dive that has a partner is a query once, with a random other member of its group."""
+    """Each epoch, every dive that has a partner is a query once, with a random other member of its group.
 
-    def __init__(self, group_keys: Sequence[str | None], seed: int) -> None:
-        self.groups = [g for g in pair_groups(group_keys) if len(g) > 1]
+    ``pair_singletons``: a dive alone in its group is a query too, paired with itself (relative score 0),
+    as the reference loaders do (CoRe ``datasets/MTLPair.py``: the query is removed from its difficulty's list
+    only ``if len(file_list) > 1``); otherwise such dives are left out of pair training.
+    """
+
+    def __init__(self, group_keys: Sequence[str | None], seed: int, pair_singletons: bool = False) -> None:
+        groups = pair_groups(group_keys)
+        self.groups = [g for g in groups if len(g) > 1]
         if not self.groups:
             raise ValueError("pairwise training needs at least one group with two or more dives")
-        self._group_of = {int(i): g for g in self.groups for i in g}
+        paired = groups if pair_singletons else self.groups
+        self._group_of = {int(i): g for g in paired for i in g}
         self.queries = np.array(sorted(self._group_of))
         self.rng = np.random.default_rng(seed)
 
     def deltas(self, labels: np.ndarray) -> np.ndarray:
         return within_group_deltas(labels, self.groups)
 
-    def partner(self, index: int) -> int:
+    def partner(self, index: int, rng: np.random.Generator | None = None) -> int:
+        """A random other member of ``index``'s group (itself when it is alone)."""
+        rng = rng or self.rng
         group = self._group_of[index]
+        if len(group) == 1:
+            return index
         while True:
-            j = int(group[self.rng.integers(len(group))])
+            j = int(group[rng.integers(len(group))])
             if j != index:
                 return j
+
+    def epoch_pairs(self, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One epoch's (query, exemplar) indices: a fresh permutation of the queries, each with a partner."""
+        rng = rng or self.rng
+        order = rng.permutation(self.queries)
+        return order, np.array([self.partner(int(i), rng) for i in order], dtype=np.int64)
 
     def epoch(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(query indices, exemplar indices) batches over a fresh permutation of the queries."""

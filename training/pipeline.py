@@ -2,9 +2,11 @@
 
 ``train_model`` runs the whole recipe:
 
-1. load the records and split them train / validation / test (stratified by action class, seeded);
-2. prepare the backbone (I3D at the profile's width): train it end to end (``backbone_epochs > 0``) or
-   keep its initial weights and re-estimate its BatchNorm statistics on training videos;
+1. load the records and split them train / validation / test (stratified by action class, seeded; or, with
+   ``protocol``, a reference paper's train / test split with validation dives taken from its training part);
+2. prepare the backbone (I3D at the profile's width): fine-tune it by label regression
+   (``backbone.epochs > 0``), and re-estimate its BatchNorm statistics on training videos unless the profile
+   keeps them (``backbone.recalibrate_batchnorm``);
 3. extract per-clip features once per video (feature cache; after fine-tuning, from the frames it decoded);
 4. train the head (``core``, ``tpt`` or ``pcln``) on training dives, keeping the epoch with the best
    validation Spearman;
@@ -13,10 +15,14 @@
    and the training videos' formats (``exemplar_bank/familiarity.py``), evaluate on the test split;
 6. write weights, bank, config, familiarity calibration, run report and model card.
 
-Options: ``init_backbone`` starts step 2 from a ``backbone.safetensors`` (e.g. written by LAV
-pretraining, ``training/pretrain_lav.py``; such a model also reports its LAV alignment path as
-evidence); ``label_fraction`` keeps only that fraction of the training labels (stratified by action
-class, seeded) and drops the other training dives altogether, so the bank holds only labelled dives.
+Profiles with ``end_to_end`` (the papers' recipes) train backbone and head together instead of steps 2-4's
+regression and cached-feature head: ``training/finetune_pairs.py``, on ``device``, with a checkpoint in
+``out/checkpoints`` after every epoch (``resume`` continues from it) and the epoch chosen on validation.
+
+Options: ``init_backbone`` starts step 2 from a ``backbone.safetensors`` (Kinetics weights from
+``aqa weights import``, or LAV pretraining, ``training/pretrain_lav.py``; such a model also reports its LAV
+alignment path as evidence); ``label_fraction`` keeps only that fraction of the training labels (stratified
+by action class, seeded) and drops the other training dives altogether, so the bank holds only labelled dives.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +42,10 @@ from safetensors.torch import save_file
 from exemplar_bank.bank import Exemplar, ExemplarBank
 from exemplar_bank.familiarity import FamiliarityCalibration, InputRanges, why_not_calibrated
 from exemplar_bank.familiarity import calibrate as calibrate_familiarity
+from models.core import CoReHead
 from models.feature_extractor import FeatureExtractor
 from models.file_hash import file_sha256
+from models.gart import GroupBoundaries
 from models.heads import CoReScoringHead, PCLNScoringHead, ScoringHead, TPTScoringHead
 from models.i3d import I3D
 from models.model_dir import (
@@ -52,15 +60,20 @@ from models.model_dir import (
     VotingConfig,
 )
 from models.scorer import Scorer
+from models.tpt import TPTHead
 from training.backbone import fine_tuning_frames, inference_frames, recalibrate_batchnorm, train_backbone
 from training.datasets.folder_csv import load_folder_csv, split_records
 from training.datasets.records import DatasetError, DiveRecord
+from training.device import resolve_device
 from training.evaluate import Evaluation, add_synthetic_readout, evaluate_scorer
 from training.feature_cache import FeatureCache
+from training.finetune_pairs import EndToEndResult, finetune_pairs, view_source
+from training.loader import InferenceClips
 from training.model_card import git_commit, read_card, write_card
 from training.pairs import pairing_keys
 from training.pretrain_lav import load_backbone_init
-from training.profiles import HEAD_TITLES, HeadName, TrainingProfile, check_head
+from training.profiles import HEAD_TITLES, HeadName, ProfileError, TrainingProfile, check_head
+from training.protocols import get_protocol, load_protocol_split
 from training.train_core import train_core_head
 from training.train_pcln import train_pcln
 from training.train_tpt import train_tpt_head
@@ -68,6 +81,7 @@ from video.errors import VideoError
 from video.probe import probe_video
 
 EXECUTION_SCALE = 30.0  # three judges x 10 points: execution labels lie in [0, 30]
+CHECKPOINTS_DIR = "checkpoints"
 
 
 def load_dataset(path: Path) -> list[DiveRecord]:
@@ -115,21 +129,41 @@ class TrainingRun:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def train_model(dataset: Path, out: Path, profile: TrainingProfile, cache_dir: Path,
-                model_id: str | None = None, seed: int = 0, progress: bool = True,
-                data_description: dict[str, Any] | None = None, head: HeadName = "core",
-                init_backbone: Path | None = None, label_fraction: float = 1.0) -> TrainingRun:
-    """Train a model directory on ``dataset`` with ``profile``; see the module docstring."""
-    check_head(head, profile)
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
-    torch.manual_seed(seed)
+def split_dataset(dataset: Path, profile: TrainingProfile, seed: int, label_fraction: float,
+                  protocol: str | None) -> tuple[list[DiveRecord], list[DiveRecord], list[DiveRecord]]:
+    """Train, validation and test records (step 1 of the module docstring)."""
+    if protocol is not None:
+        split = load_protocol_split(get_protocol(protocol), Path(dataset))
+        inner = split_records(split.train, profile.validation_fraction, seed=seed + 1)
+        return keep_labelled(inner.train, label_fraction, seed=seed + 2), inner.test, split.test
     records = load_dataset(dataset)
     outer = split_records(records, profile.test_fraction, seed=seed)
     inner = split_records(outer.train, profile.validation_fraction / (1 - profile.test_fraction), seed=seed + 1)
-    train, val, test = keep_labelled(inner.train, label_fraction, seed=seed + 2), inner.test, outer.test
-    labels_config = label_config(records)
+    return keep_labelled(inner.train, label_fraction, seed=seed + 2), inner.test, outer.test
+
+
+def train_model(dataset: Path, out: Path, profile: TrainingProfile, cache_dir: Path,
+                model_id: str | None = None, seed: int = 0, progress: bool = True,
+                data_description: dict[str, Any] | None = None, head: HeadName = "core",
+                init_backbone: Path | None = None, label_fraction: float = 1.0, device: str = "auto",
+                resume: bool = False, protocol: str | None = None) -> TrainingRun:
+    """Train a model directory on ``dataset`` with ``profile``; see the module docstring."""
+    check_head(head, profile)
+    if profile.end_to_end is not None and head == "pcln":
+        raise ProfileError(f"profile {profile.name!r} trains the backbone with a pairwise head: use --head core or tpt")
+    if not profile.backbone.recalibrate_batchnorm and init_backbone is None:
+        raise ProfileError(f"profile {profile.name!r} keeps the backbone's BatchNorm statistics, which a randomly "
+                           "initialised I3D does not have: pass --init-backbone (Kinetics weights from `aqa weights "
+                           "import`)")
+    if resume and profile.end_to_end is None:
+        raise ProfileError(f"profile {profile.name!r} has no end-to-end training to resume (its steps are cached)")
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    torch.manual_seed(seed)
+    train, val, test = split_dataset(dataset, profile, seed, label_fraction, protocol)
+    labels_config = label_config(train + val + test)
     frames_dir = Path(cache_dir) / "frames"
+    run_device = resolve_device(device)
 
     t = time.perf_counter()
     backbone = I3D(width=profile.backbone_width)
@@ -138,12 +172,38 @@ def train_model(dataset: Path, out: Path, profile: TrainingProfile, cache_dir: P
     if profile.backbone.epochs > 0:
         backbone_history = train_backbone(backbone, train, val, profile, labels_config,
                                           cache_dir=frames_dir, progress=progress)
-    recalibrate_batchnorm(backbone, train, profile, seed=seed, progress=progress)
+    if profile.backbone.recalibrate_batchnorm and not (resume and profile.end_to_end is not None):
+        recalibrate_batchnorm(backbone, train, profile, seed=seed, progress=progress)
     backbone.eval()
     timings["backbone"] = time.perf_counter() - t
 
     backbone_config = BackboneConfig(width=profile.backbone_width, feature_dim=backbone.feature_dim)
-    extractor = FeatureExtractor(backbone, backbone_config, profile.preprocessing, profile.clips)
+    config = ModelConfig(
+        model_id=model_id or f"{Path(dataset).stem}-{head}", version=time.strftime("%Y.%m.%d"), head=head,
+        backbone=backbone_config, preprocessing=profile.preprocessing.to_dict(), clips=profile.clips.to_dict(),
+        labels=labels_config, head_config={}, voting=VotingConfig(num_exemplars=profile.num_exemplars),
+        alignment_evidence=pretraining is not None and pretraining.get("method") == "lav",
+    )
+    end_to_end: EndToEndResult | None = None
+    if profile.end_to_end is not None:
+        t = time.perf_counter()
+        probe_extractor = FeatureExtractor(backbone, backbone_config, profile.preprocessing, profile.clips,
+                                           device=run_device)
+
+        def validate_end_to_end(module: torch.nn.Module, boundaries: GroupBoundaries, train_features: torch.Tensor,
+                                val_features: torch.Tensor) -> float:
+            bank = make_bank(train, train_features, probe_extractor.fingerprint)
+            return validation_score(config, probe_extractor, scoring_head_of(module, boundaries), bank, val,
+                                    val_features)
+
+        recipe = {"seed": seed, "train": [r.key for r in train], "val": [r.key for r in val],
+                  "init_backbone": None if init_backbone is None else file_sha256(_weights_file(init_backbone))}
+        end_to_end = finetune_pairs(backbone, head, train, val, profile, labels_config.scale,
+                                    labels_config.kind == "execution", out / CHECKPOINTS_DIR, Path(cache_dir),
+                                    validate_end_to_end, run_device, resume=resume, progress=progress, recipe=recipe)
+        timings["backbone"] += time.perf_counter() - t
+
+    extractor = FeatureExtractor(backbone, backbone_config, profile.preprocessing, profile.clips, device=run_device)
     fingerprint = extractor.fingerprint
     t = time.perf_counter()
     cache = FeatureCache(cache_dir, fingerprint, profile.preprocessing, extractor)
@@ -153,26 +213,21 @@ def train_model(dataset: Path, out: Path, profile: TrainingProfile, cache_dir: P
         for name, part in parts.items():
             frames = inference_frames(fine_tuning_frames(part, profile, frames_dir, progress), profile)
             features[name] = cache.get_many_from_frames(part, frames, extractor.from_frames, progress=progress)
+    elif profile.end_to_end is not None and profile.end_to_end.cache_frames:  # its views hold the frames
+        features = {name: _features_from_views(cache, part, profile, Path(cache_dir), extractor, progress)
+                    for name, part in parts.items()}
     else:
         features = {name: cache.get_many(part, progress=progress) for name, part in parts.items()}
     timings["features"] = time.perf_counter() - t
-
-    config = ModelConfig(
-        model_id=model_id or f"{Path(dataset).stem}-{head}", version=time.strftime("%Y.%m.%d"), head=head,
-        backbone=backbone_config, preprocessing=profile.preprocessing.to_dict(), clips=profile.clips.to_dict(),
-        labels=labels_config, head_config={}, voting=VotingConfig(num_exemplars=profile.num_exemplars),
-        alignment_evidence=pretraining is not None and pretraining.get("method") == "lav",
-    )
     train_bank = make_bank(train, features["train"], fingerprint)
 
-    def validation_spearman(scoring_head: ScoringHead) -> float:
-        scorer = Scorer(config, extractor, scoring_head, train_bank)
-        evaluation = evaluate_scorer(scorer, val, features["val"], labels_config.final_score_range)
-        metrics = evaluation.execution or evaluation.final
-        return metrics["spearman"] if math.isfinite(metrics["spearman"]) else -1.0
-
     t = time.perf_counter()
-    result = _train_head(head, profile, train, features["train"], labels_config, validation_spearman, progress)
+    if end_to_end is not None:
+        result = _end_to_end_head(head, profile, end_to_end)
+    else:
+        result = _train_head(head, profile, train, features["train"], labels_config,
+                             lambda h: validation_score(config, extractor, h, train_bank, val, features["val"]),
+                             progress)
     timings["head"] = time.perf_counter() - t
     config.head_config = result.config
     scoring_head = result.scoring_head
@@ -193,8 +248,9 @@ def train_model(dataset: Path, out: Path, profile: TrainingProfile, cache_dir: P
 
     out.mkdir(parents=True, exist_ok=True)
     config.save(out)
-    save_file({k: v.contiguous() for k, v in backbone.state_dict().items()}, str(out / BACKBONE_WEIGHTS))
-    save_file({k: v.contiguous() for k, v in result.module.state_dict().items()}, str(out / HEAD_WEIGHTS))
+    save_file({k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}, str(out / BACKBONE_WEIGHTS))
+    save_file({k: v.detach().cpu().contiguous() for k, v in result.module.state_dict().items()},
+              str(out / HEAD_WEIGHTS))
     bank.save(out / BANK_DIR)
     if familiarity is not None:
         familiarity.save(out)
@@ -203,16 +259,23 @@ def train_model(dataset: Path, out: Path, profile: TrainingProfile, cache_dir: P
         {"backbone_history": backbone_history, "head_history": result.history,
          "best_head_epoch": result.best_epoch, "timings": timings}, indent=2) + "\n")
     backbone_init = None if init_backbone is None else {"path": str(init_backbone), "pretraining": pretraining}
+    training: dict[str, Any] = {
+        "profile": profile.to_dict(), "head": head, "head_training": result.training_config,
+        "backbone_init": backbone_init, "best_head_epoch": result.best_epoch,
+        "epoch_selection": "best validation Spearman (the validation split; the test split is never used)",
+        "seconds": {k: round(v, 1) for k, v in timings.items()},
+    }
+    if end_to_end is not None:
+        training["end_to_end"] = {"device": end_to_end.device, "precision": end_to_end.precision,
+                                  "epochs_run_here": len(end_to_end.history)}
     card = {
         "model_id": config.model_id, "version": config.version, "head": config.head,
         "summary": f"{HEAD_TITLES[head]} head on I3D features (profile {profile.name}), trained on {len(train)} "
                    "dives.",
         "data": {"dataset": str(dataset), **(data_description or {}), "train": len(train),
                  "validation": len(val), "test": len(test), "bank_exemplars": len(bank),
-                 "split_seed": seed, "label_fraction": label_fraction},
-        "training": {"profile": profile.to_dict(), "head": head, "head_training": result.training_config,
-                     "backbone_init": backbone_init, "best_head_epoch": result.best_epoch,
-                     "seconds": {k: round(v, 1) for k, v in timings.items()}},
+                 "split_seed": seed, "label_fraction": label_fraction, "split": protocol or "random"},
+        "training": training,
         "evaluations": {"test split": test_evaluation.summary()},
         "calibration": config.calibration.model_dump() if config.calibration else None,
         "familiarity": familiarity_summary(familiarity) if familiarity else {
@@ -222,6 +285,42 @@ def train_model(dataset: Path, out: Path, profile: TrainingProfile, cache_dir: P
     }
     write_card(out, card)
     return TrainingRun(model_dir=out, test_evaluation=test_evaluation, timings=timings)
+
+
+def validation_score(config: ModelConfig, extractor: FeatureExtractor, scoring_head: ScoringHead, bank: ExemplarBank,
+                     val: list[DiveRecord], val_features: torch.Tensor) -> float:
+    """Validation Spearman (execution when known, else final) of ``scoring_head`` voting with ``bank``."""
+    scorer = Scorer(config, extractor, scoring_head, bank)
+    evaluation = evaluate_scorer(scorer, val, val_features, config.labels.final_score_range)
+    metrics = evaluation.execution or evaluation.final
+    return metrics["spearman"] if math.isfinite(metrics["spearman"]) else -1.0
+
+
+def scoring_head_of(module: torch.nn.Module, boundaries: GroupBoundaries) -> ScoringHead:
+    """The serving adapter of a trained pairwise head."""
+    if isinstance(module, CoReHead):
+        return CoReScoringHead(module, boundaries)
+    if isinstance(module, TPTHead):
+        return TPTScoringHead(module, boundaries)
+    raise TypeError(f"no pairwise scoring head for {type(module).__name__}")
+
+
+def _weights_file(path: Path) -> Path:
+    path = Path(path)
+    return path / BACKBONE_WEIGHTS if path.is_dir() else path
+
+
+def _features_from_views(cache: FeatureCache, records: list[DiveRecord], profile: TrainingProfile, cache_dir: Path,
+                         extractor: FeatureExtractor, progress: bool, chunk: int = 256) -> torch.Tensor:
+    """Per-clip features of records whose training views are cached, from the views' unaugmented frames
+    (``chunk`` videos' frames in memory at a time)."""
+    clips = InferenceClips(view_source(records, profile, cache_dir))
+    parts = []
+    for first in range(0, len(records), chunk):
+        frames = np.stack([clips[i].numpy() for i in range(first, min(first + chunk, len(records)))])
+        parts.append(cache.get_many_from_frames(records[first : first + chunk], frames, extractor.from_frames,
+                                                progress=progress))
+    return torch.cat(parts)
 
 
 @dataclass
@@ -236,6 +335,15 @@ class TrainedHead:
     best_epoch: int
 
 
+def _end_to_end_head(head: HeadName, profile: TrainingProfile, result: EndToEndResult) -> TrainedHead:
+    """Step 4 when the head trained together with the backbone: its weights are final."""
+    config = {**result.head.config(), "boundaries": result.boundaries.to_list()}  # type: ignore[operator]
+    training = {**(profile.tpt if head == "tpt" else profile.head).to_dict(),
+                "end_to_end": asdict(profile.end_to_end), "device": result.device, "precision": result.precision}
+    return TrainedHead(scoring_head_of(result.head, result.boundaries), result.head, config, training,
+                       result.history, result.best_epoch)
+
+
 def _train_head(head: HeadName, profile: TrainingProfile, train: list[DiveRecord], clip_features: torch.Tensor,
                 labels_config: LabelConfig, validation_spearman: Callable[[ScoringHead], float],
                 progress: bool) -> TrainedHead:
@@ -246,14 +354,16 @@ def _train_head(head: HeadName, profile: TrainingProfile, train: list[DiveRecord
                           validate=lambda model: validation_spearman(PCLNScoringHead(model)))
         return TrainedHead(PCLNScoringHead(pcln.model), pcln.model, pcln.model.config(), profile.pcln.to_dict(),
                            pcln.history, pcln.best_epoch)
-    keys = pairing_keys([r.action_class for r in train], [r.difficulty for r in train])
+    classes, difficulties = [r.action_class for r in train], [r.difficulty for r in train]
     if head == "tpt":
+        keys = pairing_keys(classes, difficulties, profile.tpt.pairing)  # type: ignore[arg-type]
         tpt = train_tpt_head(clip_features, labels, keys, labels_config.scale, profile.tpt, progress=progress,
                              validate=lambda h, b: validation_spearman(TPTScoringHead(h, b)))
         config = {**tpt.head.config(), "boundaries": tpt.boundaries.to_list()}
-        training = {**profile.tpt.to_dict(), "ranking_margin": tpt.ranking_margin}
+        training = {**profile.tpt.to_dict(), "ranking_margin_used": tpt.ranking_margin}
         return TrainedHead(TPTScoringHead(tpt.head, tpt.boundaries), tpt.head, config, training, tpt.history,
                            tpt.best_epoch)
+    keys = pairing_keys(classes, difficulties, profile.head.pairing)  # type: ignore[arg-type]
     core = train_core_head(clip_features.mean(1), labels, keys, labels_config.scale, profile.head, progress=progress,
                            validate=lambda h, b: validation_spearman(CoReScoringHead(h, b)))
     config = {**core.head.config(), "boundaries": core.boundaries.to_list()}

@@ -33,9 +33,34 @@ class BackboneTrainConfig:
     action_class_weight: float = 0.0  # > 0: add this times the action-class cross-entropy to the regression loss
     validate_every: int = 1  # epochs between validation probes (the last epoch is always validated)
     weight_decay: float = 1e-4
+    recalibrate_batchnorm: bool = True  # re-estimate BatchNorm statistics on training videos; False keeps them
     batchnorm_videos: int = 64
     seed: int = 0
 
+
+@dataclass(frozen=True)
+class EndToEndConfig:
+    """Fine-tuning the backbone end to end with the head, by the head's own pair loss (``training/finetune_pairs.py``).
+
+    The head's training config (``CoReTrainConfig`` / ``TPTTrainConfig``) gives the epochs, the queries per
+    micro-batch (``batch_size``), the head's learning rates and the weight decay; the backbone's learning rate is
+    the head's (CoRe ``lr``, TPT ``lr_heads``) times ``backbone_lr_factor``.
+    """
+
+    backbone_lr_factor: float = 0.1
+    accumulate: int = 1  # micro-batches whose summed gradients make one optimiser step
+    temporal_jitter: int = 3  # +- frames by which a draw's whole frame window moves
+    random_crop: bool = True
+    crop_margin: int | None = None  # None: random crops anywhere in the preprocessed frame
+    horizontal_flip: bool = True
+    freeze_batchnorm: bool = True  # BatchNorm layers in eval mode: statistics kept, affine parameters trained
+    precision: str = "auto"  # training.device.Precision: autocast dtype of the backbone's forward pass
+    workers: int = 4  # DataLoader processes decoding and augmenting videos
+    cache_frames: bool = False  # decode each dive's training view once into the cache folder
+
+
+class ProfileError(ValueError):
+    """A profile cannot train with the given options; the message says why."""
 
 
 HeadName = Literal["core", "tpt", "pcln"]
@@ -59,6 +84,8 @@ class TrainingProfile:
     test_fraction: float = 0.2
     tpt: TPTTrainConfig = field(default_factory=TPTTrainConfig)
     pcln: PCLNTrainConfig = field(default_factory=PCLNTrainConfig)
+    end_to_end: EndToEndConfig | None = None  # set: the backbone trains with the head (CoRe / TPT recipes)
+    default_head: str = "core"  # the head `aqa train` trains when --head is not given
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +94,8 @@ class TrainingProfile:
             "backbone_width": self.backbone_width, "backbone": asdict(self.backbone), "head": self.head.to_dict(),
             "num_exemplars": self.num_exemplars, "validation_fraction": self.validation_fraction,
             "test_fraction": self.test_fraction, "tpt": self.tpt.to_dict(), "pcln": self.pcln.to_dict(),
+            "end_to_end": asdict(self.end_to_end) if self.end_to_end is not None else None,
+            "default_head": self.default_head,
         }
 
 
@@ -80,16 +109,6 @@ PROFILES: dict[str, TrainingProfile] = {
         backbone_width=0.25,
         backbone=BackboneTrainConfig(epochs=0),
         head=CoReTrainConfig(),
-    ),
-    "kinetics": TrainingProfile(
-        name="kinetics",
-        description="Reference profile: full I3D (D=1024) on 224x224 crops, CoRe's clips; start from Kinetics "
-        "weights (`--backbone-weights`) on a GPU.",
-        preprocessing=Preprocessing(num_frames=103, resize=256, crop=224, normalization="kinetics"),
-        clips=ClipProtocol.core_mtl(),
-        backbone_width=1.0,
-        backbone=BackboneTrainConfig(epochs=0),
-        head=CoReTrainConfig(epochs=200),
     ),
     "tiny": TrainingProfile(
         name="tiny",
@@ -150,15 +169,14 @@ PROFILES["tiny-finetune"] = replace(
     backbone=BackboneTrainConfig(epochs=2, batch_size=4, clips_per_step=1, batchnorm_videos=8, resample_jitter=2.0),
 )
 
-# The same profiles with TPT's clip protocol, for the heads that read the clip sequence: TPT (reference:
+# The cpu profile with TPT's clip protocol, for the heads that read the clip sequence: TPT (reference:
 # 20 clips of 8 frames) and PCLN (needs >= 16 time steps). The tiny variant reads 19 frames as 16 clips
 # of 4 frames.
-for _name in ("cpu", "kinetics"):
-    PROFILES[f"{_name}-tpt"] = replace(
-        PROFILES[_name], name=f"{_name}-tpt", clips=ClipProtocol.tpt(),
-        description=f"The {_name} profile with TPT's clip protocol (20 clips of 8 frames, stride 5, over 103 "
-        "frames), for the TPT and PCLN heads.",
-    )
+PROFILES["cpu-tpt"] = replace(
+    PROFILES["cpu"], name="cpu-tpt", clips=ClipProtocol.tpt(),
+    description="The cpu profile with TPT's clip protocol (20 clips of 8 frames, stride 5, over 103 frames), for "
+    "the TPT and PCLN heads.",
+)
 PROFILES["tiny-tpt"] = replace(
     PROFILES["tiny"], name="tiny-tpt", description="Test profile for TPT and PCLN: the tiny I3D, 16 clips of 4 frames.",
     preprocessing=replace(PROFILES["tiny"].preprocessing, num_frames=19), clips=ClipProtocol.strided(19, 4, 1),
@@ -175,3 +193,124 @@ def check_head(head: str, profile: TrainingProfile) -> None:
                          f"({', '.join(n for n in PROFILES if n.endswith('-tpt'))})")
 
 
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The papers' recipes. Each field's source is the reference code: yuxumin/CoRe (configs/MTL_CoRe.yaml,
+# tools/builder.py, tools/runner.py, tools/helper.py, datasets/MTLPair.py, utils/parser.py, utils/misc.py) and
+# baiyang4/aqa_tpt (README.md's training command, utils/opt.py, the train script
+# train_pairencode1_decoder_1selfatt_self8head_ffn_sp_new.py, dataloader_pair_MLT.py, utils/util.py). What
+# differs from the papers' runs, and why, is in docs/reference-recipes.md.
+
+# CoRe's input: the 103 frames ending at end_frame (MTLPair.load_video; yaml frame_length 103), stretched to
+# 256 wide x 455 tall, crop 224, ImageNet mean/std (builder.get_video_trans).
+REFERENCE_INPUT = Preprocessing(num_frames=103, resize=256, crop=224, normalization="imagenet",
+                                sampling="window_end", stretch_to=(256, 455))
+
+CORE_HEAD = CoReTrainConfig(
+    hidden=256,  # builder.model_builder: hidden_channel = 256
+    depth=4,  # yaml RT_depth: 5 levels counting the leaves = 16 leaves
+    epochs=200,  # yaml max_epoch
+    batch_size=1,  # yaml bs_train
+    lr=1e-3,  # yaml base_lr (the regressor's); optimizer 'Adam' (builder.build_opti_sche), no scheduler
+    weight_decay=0.0,  # yaml weight_decay
+    leaf_activation="identity",  # helper.network_forward_train: MSE on the raw leaf outputs (paper: sigmoid)
+    classification_loss="nll",  # helper: nn.NLLLoss on the leaf log-probabilities (paper: BCE)
+    reduction="leaf",  # helper: nll(dir 1) + nll(dir 2) + sum over leaves and directions of per-leaf MSE means
+    both_directions=True,  # Backbone.forward(is_train=True) returns both orders of every pair
+    pairing="difficulty",  # yaml usingDD: True, dive_number_choosing: False (MTLPair.preprocess)
+    pair_singletons=True,  # MTLPair.__getitem__ pops the query only if len(file_list) > 1
+    eval_every=1,  # runner.run_net validates after every epoch (on the test split; here on validation)
+)
+CORE_END_TO_END = EndToEndConfig(
+    backbone_lr_factor=0.1,  # yaml lr_factor: the backbone's param group at base_lr * lr_factor
+    accumulate=2,  # yaml step_per_update: optimizer.step() every second batch, gradients summed
+    temporal_jitter=3,  # yaml temporal_shift_min / temporal_shift_max: end_frame + randint(-3, 3)
+    random_crop=True,  # get_video_trans: RandomCrop(224) of the 256 x 455 frame
+    crop_margin=None,
+    horizontal_flip=True,  # get_video_trans: RandomHorizontalFlip()
+    freeze_batchnorm=True,  # parser --fix_bn (default True); runner applies misc.fix_bn every epoch
+    workers=4,  # yaml workers
+)
+PROFILES["kinetics"] = TrainingProfile(
+    name="kinetics",
+    description="CoRe's recipe (Yu et al., ICCV 2021): Kinetics I3D (--init-backbone) fine-tuned end to end with "
+    "the CoRe head's pair loss, 200 epochs, on the 103 frames ending at end_frame; for one GPU.",
+    preprocessing=REFERENCE_INPUT,
+    clips=ClipProtocol.core_mtl(),  # Backbone.forward: start_idx 0, 10, ..., 80, 86, 16 frames each
+    backbone_width=1.0,  # I3D_backbone(I3D_class=400): the full network, D = 1024
+    backbone=BackboneTrainConfig(epochs=0, recalibrate_batchnorm=False),  # the imported statistics are kept
+    head=CORE_HEAD,
+    end_to_end=CORE_END_TO_END,
+    num_exemplars=10,  # yaml voter_number
+)
+
+# TPT's recipe, from the training command of the current README (--epoch_num=250 --bs_train=3 --num_cluster=5
+# --margin_factor=3.2 --d_model=512 --d_ffn=512 on 8 GPUs) and the train script's optimiser.
+PROFILES["kinetics-tpt"] = replace(
+    PROFILES["kinetics"], name="kinetics-tpt",
+    description="TPT's recipe (Bai et al., ECCV 2022): Kinetics I3D (--init-backbone) fine-tuned end to end with the "
+    "TPT head's losses, 250 epochs, 20 clips of 8 frames over the 103 frames ending at end_frame; for one GPU.",
+    clips=ClipProtocol.tpt(),  # MLTPair.load_data: start_idx 0, 5, ..., 95, 8 frames each
+    default_head="tpt",
+    tpt=TPTTrainConfig(
+        d_model=512, ffn_dim=512,  # README --d_model=512 --d_ffn=512
+        num_parts=5,  # README --num_cluster=5
+        num_layers=2,  # opt.py num_layers
+        num_groups=16, head_hidden=128,  # PairModel.cls / reg: Linear(d, 128), Linear(128, 16)
+        epochs=250,  # README --epoch_num=250
+        batch_size=3,  # README --bs_train=3 (per GPU)
+        lr_decoder=1e-4, lr_heads=1e-3,  # RunPair.__init__: Adam groups (decoder, pair encoder 1e-4; cls, reg 1e-3)
+        weight_decay=0.0,  # the use_pretrain=False optimiser has none
+        sparsity_weight=0.05,  # train(): loss_cls + loss_reg + hinge_loss + 0.05 * var_loss
+        ranking_margin=3.2, cap_ranking_margin=False,  # README --margin_factor=3.2 (MarginRankingLoss margin)
+        reduction="leaf",  # train(): nll(dir 1) + nll(dir 2) + per-leaf MSE means over both directions
+        pairing="difficulty",  # opt.py use_dd True: contrastive_key = 'difficulty'
+        pair_singletons=True,  # MLTPair.__getitem__ pops the query only if len(contrastive_list) > 1
+        eval_every=5,  # the reference evaluates on test at epochs 40, 80, 120, 150, ..., then every 3 after 180
+    ),
+    end_to_end=replace(
+        CORE_END_TO_END,
+        backbone_lr_factor=0.1,  # RunPair.__init__: backbone lr 1e-4 = lr_heads / 10
+        accumulate=8,  # 8 GPUs x 3 queries under DistributedDataParallel: one step per 24 queries
+    ),  # jitter, crop, flip, fix_bn: utils/util.get_video_trans, MLTPair.load_video (randint(-3, 3)), train()
+)
+
+# The CoRe recipe scaled to a CPU (the comparison with cpu-finetune in docs/reference-recipes.md): the
+# reference's loss, pairing, optimiser, augmentations and frozen BatchNorm, end to end; the cpu-finetune
+# profile's input and a width-0.25 I3D from random weights (statistics estimated once, then frozen), 5 epochs.
+PROFILES["cpu-core"] = replace(
+    PROFILES["kinetics"], name="cpu-core",
+    description="CoRe's recipe scaled to the CPU: I3D width 0.25 from random weights, cpu-finetune's input (32 "
+    "frames over the moving span, 64 px), fine-tuned end to end with CoRe's pair loss for 5 epochs.",
+    preprocessing=PROFILES["cpu-finetune"].preprocessing,
+    clips=PROFILES["cpu-finetune"].clips,
+    backbone_width=0.25,
+    backbone=BackboneTrainConfig(epochs=0, recalibrate_batchnorm=True),
+    head=replace(CORE_HEAD, epochs=5),
+    end_to_end=replace(CORE_END_TO_END, crop_margin=4, workers=1, cache_frames=True),
+    validation_fraction=PROFILES["cpu-finetune"].validation_fraction,
+    test_fraction=PROFILES["cpu-finetune"].test_fraction,
+)
+
+# Test profiles: the reference recipes at a tiny size (seconds per epoch).
+def _tiny(name: str, description: str, frames: int, clips: ClipProtocol, **changes: Any) -> TrainingProfile:
+    """``name`` without its ``tiny-`` prefix at test size: a width-0.125 I3D on 32 px crops of ``frames`` frames."""
+    return replace(PROFILES[name.removeprefix("tiny-")], name=name, description=description,
+                   preprocessing=replace(REFERENCE_INPUT, num_frames=frames, crop=32, stretch_to=(40, 48)),
+                   clips=clips, backbone_width=0.125, num_exemplars=3, validation_fraction=0.2, test_fraction=0.2,
+                   **changes)
+
+
+PROFILES["tiny-kinetics"] = _tiny(
+    "tiny-kinetics", "Test profile: the kinetics (CoRe) recipe on a tiny I3D, 24-frame windows at 32 px, 2 epochs.",
+    24, ClipProtocol.strided(24, 8, 8), head=replace(CORE_HEAD, hidden=32, depth=2, epochs=2),
+    end_to_end=replace(CORE_END_TO_END, workers=0),
+)
+PROFILES["tiny-kinetics-tpt"] = _tiny(
+    "tiny-kinetics-tpt", "Test profile: the kinetics-tpt (TPT) recipe on a tiny I3D, 16 clips of 4 frames at 32 px, "
+    "2 epochs.", 19, ClipProtocol.strided(19, 4, 1),
+    tpt=replace(PROFILES["kinetics-tpt"].tpt, d_model=32, ffn_dim=32, head_hidden=16, self_attention_heads=4,
+                epochs=2, eval_every=1),
+    end_to_end=replace(PROFILES["kinetics-tpt"].end_to_end, accumulate=2, workers=0),
+)

@@ -12,7 +12,8 @@ labels, the metrics and the published numbers to compare with.
                    ``mean_m(relative_m + label_m) x difficulty``.
 ``tpt-mtl``        TPT (Bai et al., ECCV 2022; ``dataloader_pair_MLT.py``): as ``core-mtl``, but a query
                    with fewer than 10 same-difficulty training dives is topped up from the nearest other
-                   difficulties, in training-split order.
+                   difficulties, in training-split order; the top-ups get weight 0 in the vote (the test
+                   loop's ``get_mask``: 1 / t_len for the t_len same-difficulty exemplars, 0 after them).
 ``core-aqa7``      CoRe on one AQA-7 class, split 4 (``datasets/SevenPair.py``): the first 103 frames of
                    each sample; 10 random training samples of the class; scores scaled to 0-100 per class
                    (``utils/misc.py``). Several classes (one model each) are averaged with Fisher's z.
@@ -61,7 +62,7 @@ from training.datasets.finediving import load_finediving
 from training.datasets.mtl_aqa import find_annotation_file, load_mtl_aqa
 from training.datasets.records import DatasetError, DiveRecord, Split
 from training.feature_cache import FeatureCache
-from training.metrics import fisher_z_average, spearman
+from training.metrics import fisher_z_average, relative_l2_test_range, spearman
 from video.preprocessing import Preprocessing
 
 DatasetName = Literal["mtl-aqa", "aqa-7", "finediving"]
@@ -123,6 +124,12 @@ _EXEMPLAR_DRAW_NOTE = (
     "Exemplars are drawn with a generator seeded by --seed and the dive's key; the reference draws inside "
     "DataLoader workers reseeded by PyTorch, so its exact draw cannot be replayed (same pool and count)."
 )
+_BEST_EPOCH_NOTE = (
+    "The published number is the best test-split result over the training epochs (CoRe tools/runner.py validate() "
+    "keeps rho_best across epochs evaluated on the test split; TPT's ResultsHandler does the same), an optimistic "
+    "selection; `aqa train` selects its epoch on a validation split carved from the training dives and never "
+    "looks at the test split."
+)
 _GPU_NOTE = (
     "Features computed on another device or library version differ in the last bits (cuDNN kernels are not "
     "deterministic), which can move a vote across a tree leaf boundary."
@@ -146,7 +153,7 @@ PROTOCOLS: dict[str, Protocol] = {
         frames="the 103 consecutive frames ending at the annotated end_frame (positions end_frame - 103 .. "
                "end_frame - 1 of the source's frames, as CoRe's loader indexes its frames folder)",
         published=(PublishedResult("CoRe", 0.9512, 0.260, "Yu et al., ICCV 2021"),),
-        notes=(_EXEMPLAR_DRAW_NOTE, _GPU_NOTE),
+        notes=(_BEST_EPOCH_NOTE, _EXEMPLAR_DRAW_NOTE, _GPU_NOTE),
     ),
     "tpt-mtl": Protocol(
         name="tpt-mtl",
@@ -163,7 +170,7 @@ PROTOCOLS: dict[str, Protocol] = {
         notes=(
             ("TPT reads per-dive 'frames_long' folders from their 4th frame; that these 103 frames are CoRe's "
             "window was not checked against TPT's data."),
-            _EXEMPLAR_DRAW_NOTE, _GPU_NOTE,
+            _BEST_EPOCH_NOTE, _EXEMPLAR_DRAW_NOTE, _GPU_NOTE,
         ),
     ),
     "core-aqa7": Protocol(
@@ -178,7 +185,7 @@ PROTOCOLS: dict[str, Protocol] = {
         reference_clips=ClipProtocol.core_mtl(),
         frames="the first 103 frames of each sample (img_00001.jpg .. img_00103.jpg)",
         published=(PublishedResult("CoRe (average of 6 classes, Fisher z)", 0.8401, None, "Yu et al., ICCV 2021"),),
-        notes=(_EXEMPLAR_DRAW_NOTE, _GPU_NOTE),
+        notes=(_BEST_EPOCH_NOTE, _EXEMPLAR_DRAW_NOTE, _GPU_NOTE),
     ),
     "tsa-finediving": Protocol(
         name="tsa-finediving",
@@ -307,6 +314,21 @@ def choose_exemplars(query: DiveRecord, train: Sequence[DiveRecord], rule: Exemp
     return chosen
 
 
+def voting_weights(query: DiveRecord, train: Sequence[DiveRecord], chosen: Sequence[int],
+                   rule: ExemplarRule) -> np.ndarray:
+    """Each chosen exemplar's weight in the query's vote (they sum to 1).
+
+    Equal weights, except under ``same_difficulty_then_nearest`` (TPT), whose test loop averages only the
+    same-difficulty exemplars (``get_mask``: 1 / t_len for the first t_len, 0 for the top-ups).
+    """
+    if not chosen:
+        return np.zeros(0)
+    if rule != "same_difficulty_then_nearest":
+        return np.full(len(chosen), 1.0 / len(chosen))
+    same = np.array([train[i].difficulty == query.difficulty for i in chosen], dtype=float)
+    return same / same.sum()
+
+
 def _nearest_difficulty_top_up(difficulty: float, train: Sequence[DiveRecord], need: int) -> list[int]:
     by_difficulty: dict[float, list[int]] = {}
     for i, record in enumerate(train):
@@ -333,7 +355,7 @@ def reference_metrics(predicted: Sequence[float], true: Sequence[float]) -> dict
     return {
         "spearman": spearman(predicted, true),
         "l2": float(np.mean((predicted - true) ** 2)),
-        "relative_l2_x100": 100.0 * float(np.mean(((predicted - true) / (high - low)) ** 2)),
+        "relative_l2_x100": 100.0 * relative_l2_test_range(predicted, true),
         "score_min": low,
         "score_max": high,
     }
@@ -481,10 +503,15 @@ def _run_part(protocol: Protocol, data_root: Path, model_dir: Path, action: str 
         else:
             exemplars, labels = features.new_zeros((0, *features.shape)), torch.zeros(0)
         votes = head.vote(features, exemplars, labels).votes.double()
-        predicted = float(votes.mean()) * (record.difficulty if execution else 1.0)
+        if chosen:
+            weights = voting_weights(record, split.train, chosen, protocol.exemplar_rule)
+            voted = float((votes * torch.as_tensor(weights)).sum())
+        else:
+            weights, voted = np.zeros(0), float(votes.mean())
+        predicted = voted * (record.difficulty if execution else 1.0)
         rows.append({"key": record.key, "true": record.final_score, "predicted": predicted,
                      "difficulty": record.difficulty, "action_class": record.action_class,
-                     "exemplars": [split.train[i].key for i in chosen]})
+                     "exemplars": [split.train[i].key for i in chosen], "exemplar_weights": weights.tolist()})
     metrics = reference_metrics([r["predicted"] for r in rows], [r["true"] for r in rows])
     return PartResult(
         model_dir=str(model_dir), model_id=config.model_id, head=config.head, action=action, num_test=len(rows),

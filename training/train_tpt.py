@@ -11,9 +11,11 @@ s_query - s_exemplar; the groups are CoRe's (symmetric |delta| quantiles, outer 
 Optimiser (methods.md): Adam, lr 1e-4 for the decoder and the pair encoder, 1e-3 for the classifier and
 regressor heads. The epoch with the best ``validate(head, boundaries)`` is kept.
 
-Ranking margin: the reference margin 2 is for T = 20 clips. Centres live on the clip axis [1, T], so the
-margin scales with it, m = 2 T / 20, capped at (T - 1) / (K + 1): the largest margin for which all K + 1
-hinge terms (K - 1 gaps, the first centre >= 1 + m, the last <= T - m) can be zero at once.
+Ranking margin: ``ranking_margin`` is for T = 20 clips (the reference's; 2 in its first README command, 3.2 in
+the current one). Centres live on the clip axis [1, T], so the margin scales with it, m = margin T / 20,
+and with ``cap_ranking_margin`` is capped at (T - 1) / (K + 1): the largest margin for which all K + 1 hinge
+terms (K - 1 gaps, the first centre >= 1 + m, the last <= T - m) can be zero at once. The reference does not
+cap (3.2 with 5 parts and 20 clips exceeds 19 / 6 = 3.17).
 """
 
 from __future__ import annotations
@@ -49,6 +51,11 @@ class TPTTrainConfig:
     lr_heads: float = 1e-3
     weight_decay: float = 1e-5
     sparsity_weight: float = 0.05
+    ranking_margin: float = RANKING_MARGIN  # at 20 clips; scaled to the clip count
+    cap_ranking_margin: bool = True
+    reduction: str = "pair"  # "leaf": the reference's (models.gart.gart_loss)
+    pairing: str = "class_then_difficulty"  # training.pairs.PairingRule
+    pair_singletons: bool = False
     eval_every: int = 5
     seed: int = 0
 
@@ -65,9 +72,10 @@ class TPTTrainResult:
     ranking_margin: float = RANKING_MARGIN
 
 
-def ranking_margin(num_clips: int, num_parts: int) -> float:
-    """The reference margin (2 at 20 clips) scaled to ``num_clips``, capped so that it can be met."""
-    return min(RANKING_MARGIN * num_clips / REFERENCE_NUM_CLIPS, (num_clips - 1) / (num_parts + 1))
+def ranking_margin(num_clips: int, num_parts: int, margin: float = RANKING_MARGIN, cap: bool = True) -> float:
+    """``margin`` (at 20 clips) scaled to ``num_clips``; with ``cap``, capped so that it can be met."""
+    scaled = margin * num_clips / REFERENCE_NUM_CLIPS
+    return min(scaled, (num_clips - 1) / (num_parts + 1)) if cap else scaled
 
 
 def train_tpt_head(
@@ -83,22 +91,15 @@ def train_tpt_head(
     if clip_features.dim() != 3:
         raise ValueError(f"TPT trains on per-clip features (N, C, D), got shape {tuple(clip_features.shape)}")
     torch.manual_seed(config.seed)
-    pairs = PairSampler(group_keys, config.seed)
+    pairs = PairSampler(group_keys, config.seed, pair_singletons=config.pair_singletons)
     boundaries = GroupBoundaries.from_deltas(
         pairs.deltas(labels.double().numpy()), num_groups=config.num_groups, symmetric=True,
         score_range=label_scale,
     )
     num_clips, feature_dim = clip_features.shape[1:]
-    head = TPTHead(in_dim=feature_dim, d_model=config.d_model, num_parts=config.num_parts,
-                   num_layers=config.num_layers, ffn_dim=config.ffn_dim, num_groups=config.num_groups,
-                   head_hidden=config.head_hidden, self_attention_heads=config.self_attention_heads,
-                   dropout=config.dropout)
-    optimizer = torch.optim.Adam([
-        {"params": [*head.action_decoder.parameters(), *head.pair_encoder.parameters()], "lr": config.lr_decoder},
-        {"params": [*head.cls.parameters(), *head.reg.parameters()], "lr": config.lr_heads},
-    ], weight_decay=config.weight_decay)
-    margin = ranking_margin(num_clips, config.num_parts)
-    weights = TPTLossWeights(sparsity=config.sparsity_weight)
+    head = build_tpt_head(feature_dim, config)
+    optimizer = torch.optim.Adam(tpt_parameter_groups(head, config), weight_decay=config.weight_decay)
+    margin = ranking_margin(num_clips, config.num_parts, config.ranking_margin, config.cap_ranking_margin)
     features = clip_features.float()
 
     best, history = BestEpoch(), []
@@ -110,8 +111,7 @@ def train_tpt_head(
         for query, exemplar in pairs.epoch(config.batch_size):
             # both directions of every pair: (q, e) then (e, q)
             q, e = torch.cat([query, exemplar]), torch.cat([exemplar, query])
-            group_idx, reg_target = boundaries.assign((labels[q] - labels[e]).float())
-            loss = tpt_loss(head(features[q], features[e]), group_idx, reg_target, weights, margin)
+            loss = tpt_pair_loss(head, boundaries, features[q], features[e], labels[q], labels[e], config, margin)
             optimizer.zero_grad(set_to_none=True)
             loss["total"].backward()
             optimizer.step()
@@ -128,3 +128,28 @@ def train_tpt_head(
     return TPTTrainResult(head=head.eval(), boundaries=boundaries, history=history, best_epoch=best_epoch,
                           ranking_margin=margin)
 
+
+
+def build_tpt_head(feature_dim: int, config: TPTTrainConfig) -> TPTHead:
+    return TPTHead(in_dim=feature_dim, d_model=config.d_model, num_parts=config.num_parts,
+                   num_layers=config.num_layers, ffn_dim=config.ffn_dim, num_groups=config.num_groups,
+                   head_hidden=config.head_hidden, self_attention_heads=config.self_attention_heads,
+                   dropout=config.dropout)
+
+
+def tpt_parameter_groups(head: TPTHead, config: TPTTrainConfig) -> list[dict]:
+    """The reference's learning rates: ``lr_decoder`` for the decoder and pair encoder, ``lr_heads`` for the
+    classifier and regressor (TPT train script, ``RunPair.__init__``)."""
+    return [
+        {"params": [*head.action_decoder.parameters(), *head.pair_encoder.parameters()], "lr": config.lr_decoder},
+        {"params": [*head.cls.parameters(), *head.reg.parameters()], "lr": config.lr_heads},
+    ]
+
+
+def tpt_pair_loss(head: TPTHead, boundaries: GroupBoundaries, query: torch.Tensor, exemplar: torch.Tensor,
+                  query_labels: torch.Tensor, exemplar_labels: torch.Tensor, config: TPTTrainConfig,
+                  margin: float) -> dict[str, torch.Tensor]:
+    """TPT loss of pairs of per-clip features (2B, T, D) x 2 whose halves are the two directions of B pairs."""
+    group_idx, reg_target = boundaries.assign((query_labels - exemplar_labels).float())
+    return tpt_loss(head(query, exemplar), group_idx, reg_target, TPTLossWeights(sparsity=config.sparsity_weight),
+                    margin, reduction=config.reduction, directions=2)

@@ -24,7 +24,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from video.errors import TruncatedVideoError
+from video.errors import FrameRangeError, TruncatedVideoError
 from video.localise import (
     ASSUMED_FPS,
     THUMBNAIL_WIDTH,
@@ -78,34 +78,58 @@ def decode_video(
 
     Raises a :class:`video.errors.VideoError` subclass for every unusable file.
     """
+    info, indices = sample_video(path, preprocessing, limits, start_frame, end_frame)
+    return decode_frames(path, indices, preprocessing, limits, info=info)
+
+
+def sample_video(
+    path: Path,
+    preprocessing: Preprocessing,
+    limits: VideoLimits = DEFAULT_LIMITS,
+    start_frame: int | None = None,
+    end_frame: int | None = None,
+) -> tuple[VideoInfo, np.ndarray]:
+    """The probe (exact frame count) and the source frame indices :func:`decode_video` reads.
+
+    With a motion window this runs the thumbnail pass that localises the action.
+    """
     path = Path(path)
     info = probe_video(path, limits, count_frames=True)
     first, last = frame_range(info.frame_count, start_frame, end_frame)
     if preprocessing.motion_window is not None:
-        return _decode_localised(path, info, first, last, preprocessing, preprocessing.motion_window, limits)
-    indices = sample_frame_indices(first, last, preprocessing.num_frames, preprocessing.sampling)
-    return _decode_sampled(path, info, indices, preprocessing, limits)
+        first, last = _localise(path, info, first, last, preprocessing.motion_window, limits)
+    return info, sample_frame_indices(first, last, preprocessing.num_frames, preprocessing.sampling)
 
 
-def _decode_sampled(
-    path: Path, info: VideoInfo, indices: np.ndarray, preprocessing: Preprocessing, limits: VideoLimits
+def decode_frames(
+    path: Path,
+    indices: np.ndarray,
+    preprocessing: Preprocessing,
+    limits: VideoLimits = DEFAULT_LIMITS,
+    info: VideoInfo | None = None,
+    full_frame: bool = False,
 ) -> DecodedVideo:
+    """The source frames at ``indices`` (any order, repeats allowed), preprocessed spatially.
+
+    ``full_frame`` skips the centre crop: frames keep the resized (or stretched) size, for training's
+    random crops. ``info`` is the file's probe when the caller already has it (:func:`sample_video`).
+    """
+    path = Path(path)
+    info = info if info is not None else probe_video(path, limits, count_frames=True)
+    indices = np.asarray(indices, dtype=np.int64)
     wanted = np.unique(indices)
-    frames, timestamps = _decode_wanted_frames(path, info, wanted, preprocessing, limits)
+    if wanted[0] < 0 or wanted[-1] >= info.frame_count:
+        raise FrameRangeError(f"Frames {wanted[0]}-{wanted[-1]} were asked of a video with {info.frame_count} "
+                              f"frames (0-{info.frame_count - 1}).")
+    frames, timestamps = _decode_wanted_frames(path, info, wanted, preprocessing, limits, full_frame)
     slot = np.searchsorted(wanted, indices)
     return DecodedVideo(frames=frames[slot], frame_indices=indices, timestamps=timestamps[slot], info=info)
 
 
-def _decode_localised(
-    path: Path,
-    info: VideoInfo,
-    first: int,
-    last: int,
-    preprocessing: Preprocessing,
-    window: MotionWindow,
-    limits: VideoLimits,
-) -> DecodedVideo:
-    """Localise the action in ``[first, last]`` from grey thumbnails (first pass), then decode its samples.
+def _localise(
+    path: Path, info: VideoInfo, first: int, last: int, window: MotionWindow, limits: VideoLimits
+) -> tuple[int, int]:
+    """The span of ``[first, last]`` where the action is, from grey thumbnails (a first decode pass).
 
     Two passes keep memory bounded at the same speed as one pass that preprocesses every frame of the range
     and keeps them (24.7 against 25.4 ms per 320x240 synthetic dive with the demo's preprocessing, idle).
@@ -117,8 +141,7 @@ def _decode_localised(
         if index >= first:
             thumbnails[index - first] = grey_thumbnail(frame, height, reformatter)
     start, end = locate_action(motion_energy(thumbnails), info.fps if info.fps > 0 else ASSUMED_FPS, window)
-    indices = sample_frame_indices(first + start, first + end, preprocessing.num_frames, preprocessing.sampling)
-    return _decode_sampled(path, info, indices, preprocessing, limits)
+    return first + start, first + end
 
 
 def _decoded_frames(
@@ -159,34 +182,40 @@ def _decoded_frames(
 
 
 def _decode_wanted_frames(
-    path: Path, info: VideoInfo, wanted: np.ndarray, preprocessing: Preprocessing, limits: VideoLimits
+    path: Path, info: VideoInfo, wanted: np.ndarray, preprocessing: Preprocessing, limits: VideoLimits,
+    full_frame: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decode up to the last wanted index, converting only the wanted frames.
 
     Returns (frames, timestamps) for each entry of ``wanted`` (sorted, unique source indices).
     """
-    crop = preprocessing.crop
-    frames = np.empty((len(wanted), crop, crop, 3), dtype=np.uint8)
+    frames: np.ndarray | None = None
     timestamps = np.full(len(wanted), np.nan)
     filled = 0
     reformatter = VideoReformatter()
     for index, frame, seconds, sample_aspect in _decoded_frames(path, info, limits, int(wanted[-1])):
         if index == wanted[filled]:
-            frames[filled] = _preprocess_frame(frame, preprocessing, sample_aspect, reformatter)
+            image = _preprocess_frame(frame, preprocessing, sample_aspect, reformatter, full_frame)
+            if frames is None:
+                frames = np.empty((len(wanted), *image.shape), dtype=np.uint8)
+            frames[filled] = image
             timestamps[filled] = seconds
             filled += 1
+    assert frames is not None  # _decoded_frames raises unless it reached wanted[-1]
     return frames, timestamps
 
 
 def _preprocess_frame(
-    frame: av.VideoFrame, preprocessing: Preprocessing, sample_aspect: Fraction | None, reformatter: VideoReformatter
+    frame: av.VideoFrame, preprocessing: Preprocessing, sample_aspect: Fraction | None, reformatter: VideoReformatter,
+    full_frame: bool = False,
 ) -> np.ndarray:
-    """One decoded frame -> uint8 RGB (crop, crop, 3) as shown (rotation applied)."""
+    """One decoded frame -> uint8 RGB (crop, crop, 3) as shown (rotation applied); uncropped with ``full_frame``."""
+    crop = None if full_frame else preprocessing.crop
     if preprocessing.stretch_to is not None:
         rgb = rotate_for_display(frame.to_ndarray(format="rgb24"), frame.rotation)
         width, height = preprocessing.stretch_to
-        return stretch_and_crop(rgb, width, height, preprocessing.crop, preprocessing.stretch_filter)
-    small = resize_and_crop(frame, preprocessing.resize, preprocessing.crop, sample_aspect, reformatter)
+        return stretch_and_crop(rgb, width, height, crop, preprocessing.stretch_filter)
+    small = resize_and_crop(frame, preprocessing.resize, crop, sample_aspect, reformatter)
     return rotate_for_display(small, frame.rotation)
 
 

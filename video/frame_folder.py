@@ -48,20 +48,8 @@ def decode_frame_folder(
     reference loaders use); ``preprocessing.sampling`` chooses the frames as in ``decode_video``. Frames carry no timing: ``timestamps`` are
     ``index / fps`` when ``fps`` is given, else NaN (and ``info.fps`` is 0).
     """
-    if preprocessing.motion_window is not None:
-        raise ValueError("motion localisation (preprocessing.motion_window) reads video files only; "
-                         "encode the frame folder as a video or use a preprocessing without it")
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise VideoFileNotFoundError(f"There is no frame folder at {folder}.")
-    files = list_frame_files(folder)
-    if not files:
-        raise ZeroFramesError(f"The folder {folder.name} holds no JPEG or PNG frames.")
-    first, last = frame_range(len(files), start_frame, end_frame)
-    indices = sample_frame_indices(first, last, preprocessing.num_frames, preprocessing.sampling)
-    wanted, slot = np.unique(indices, return_inverse=True)
-    reformatter = VideoReformatter()
-    frames = np.stack([_load_frame(files[i], preprocessing, reformatter) for i in wanted])
+    files, indices = sample_frame_folder(folder, preprocessing, start_frame, end_frame)
+    frames = load_frames(files, indices, preprocessing)
     width, height = _image_size(files[0])
     info = VideoInfo(
         codec=files[0].suffix.lower().lstrip("."),
@@ -77,10 +65,38 @@ def decode_frame_folder(
         stream_index=0,
     )
     timestamps = indices / fps if fps else np.full(len(indices), np.nan)
-    return DecodedVideo(frames=frames[slot], frame_indices=indices, timestamps=timestamps, info=info)
+    return DecodedVideo(frames=frames, frame_indices=indices, timestamps=timestamps, info=info)
 
 
-def _load_frame(path: Path, preprocessing: Preprocessing, reformatter: VideoReformatter) -> np.ndarray:
+def sample_frame_folder(
+    folder: Path, preprocessing: Preprocessing, start_frame: int | None = None, end_frame: int | None = None
+) -> tuple[list[Path], np.ndarray]:
+    """The folder's frame files in order and the indices :func:`decode_frame_folder` reads."""
+    if preprocessing.motion_window is not None:
+        raise ValueError("motion localisation (preprocessing.motion_window) reads video files only; "
+                         "encode the frame folder as a video or use a preprocessing without it")
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise VideoFileNotFoundError(f"There is no frame folder at {folder}.")
+    files = list_frame_files(folder)
+    if not files:
+        raise ZeroFramesError(f"The folder {folder.name} holds no JPEG or PNG frames.")
+    first, last = frame_range(len(files), start_frame, end_frame)
+    return files, sample_frame_indices(first, last, preprocessing.num_frames, preprocessing.sampling)
+
+
+def load_frames(files: list[Path], indices: np.ndarray, preprocessing: Preprocessing,
+                full_frame: bool = False) -> np.ndarray:
+    """uint8 RGB frames (len(indices), crop, crop, 3) of ``files[indices]``, each file read once;
+    ``full_frame`` skips the centre crop (training's random crops)."""
+    wanted, slot = np.unique(np.asarray(indices, dtype=np.int64), return_inverse=True)
+    reformatter = VideoReformatter()
+    frames = np.stack([_load_frame(files[i], preprocessing, reformatter, full_frame) for i in wanted])
+    return frames[slot.reshape(-1)]
+
+
+def _load_frame(path: Path, preprocessing: Preprocessing, reformatter: VideoReformatter,
+                full_frame: bool = False) -> np.ndarray:
     try:
         with Image.open(path) as image:
             rgb = np.asarray(image.convert("RGB"))
@@ -88,11 +104,12 @@ def _load_frame(path: Path, preprocessing: Preprocessing, reformatter: VideoRefo
         raise NotAVideoError(f"The frame file {path.name} is not an image.") from error
     except OSError as error:
         raise TruncatedVideoError(f"The frame file {path.name} is damaged or truncated ({error}).") from error
+    crop = None if full_frame else preprocessing.crop
     if preprocessing.stretch_to is not None:
         width, height = preprocessing.stretch_to
-        return stretch_and_crop(rgb, width, height, preprocessing.crop, preprocessing.stretch_filter)
+        return stretch_and_crop(rgb, width, height, crop, preprocessing.stretch_filter)
     frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-    return resize_and_crop(frame, preprocessing.resize, preprocessing.crop, reformatter=reformatter)
+    return resize_and_crop(frame, preprocessing.resize, crop, reformatter=reformatter)
 
 
 def _image_size(path: Path) -> tuple[int, int]:

@@ -91,8 +91,8 @@ class Preprocessing:
         x = torch.as_tensor(frames).movedim(-1, -4).float()
         if self.normalization == "kinetics":
             return x.div_(127.5).sub_(1.0)
-        mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
+        mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1, 1)
         return x.div_(255.0).sub_(mean).div_(std)
 
     def to_dict(self) -> dict[str, Any]:

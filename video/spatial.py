@@ -48,11 +48,12 @@ def rotate_for_display(image: np.ndarray, rotation_degrees: float) -> np.ndarray
 def resize_and_crop(
     frame: av.VideoFrame,
     resize: int,
-    crop: int,
+    crop: int | None,
     sample_aspect: Fraction | None = None,
     reformatter: VideoReformatter | None = None,
 ) -> np.ndarray:
-    """uint8 RGB (crop, crop, 3): bilinear resize so the short side is ``resize``, then centre crop.
+    """uint8 RGB (crop, crop, 3): bilinear resize so the short side is ``resize``, then centre crop
+    (``crop=None``: the whole resized frame, for training's random crops).
 
     The full-resolution frame is never converted to RGB; swscale scales and converts in one step. Pass one
     ``reformatter`` for all frames of a video: it keeps its swscale context instead of setting one up per
@@ -62,21 +63,24 @@ def resize_and_crop(
     if reformatter is None:
         reformatter = VideoReformatter()
     small = reformatter.reformat(frame, width=width, height=height, format="rgb24", interpolation="BILINEAR")
-    return np.ascontiguousarray(center_crop(small.to_ndarray(), crop))
+    return np.ascontiguousarray(small.to_ndarray() if crop is None else center_crop(small.to_ndarray(), crop))
 
 
 _PILLOW_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}
 
 
-def stretch_and_crop(rgb: np.ndarray, width: int, height: int, crop: int, resample: str = "bilinear") -> np.ndarray:
+def stretch_and_crop(rgb: np.ndarray, width: int, height: int, crop: int | None,
+                     resample: str = "bilinear") -> np.ndarray:
     """uint8 RGB (crop, crop, 3): Pillow resize of ``rgb`` (H, W, 3) to exactly ``width`` x ``height``, then
     the centred square at offsets ``round((width - crop) / 2)``, ``round((height - crop) / 2)`` (Python's
-    round, half to even).
+    round, half to even); ``crop=None`` keeps the whole stretched frame (training's random crops).
 
     This is torchvideotransforms' ``Resize`` (``PIL.Image.resize``, aspect ratio ignored) followed by its
     ``CenterCrop``, the test transform of CoRe, TPT and FineDiving-TSA. ``resample``: ``"bilinear"`` or
     ``"nearest"`` (which one their library version applied is discussed in ``training/protocols.py``).
     """
     image = Image.fromarray(np.ascontiguousarray(rgb)).resize((width, height), _PILLOW_FILTERS[resample])
+    if crop is None:
+        return np.asarray(image)
     left, top = round((width - crop) / 2), round((height - crop) / 2)
     return np.ascontiguousarray(np.asarray(image)[top : top + crop, left : left + crop])
