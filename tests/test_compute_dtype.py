@@ -57,7 +57,7 @@ AVX2_PROBE = textwrap.dedent("""
     seconds_to_choose = time.perf_counter() - started
     tiny = PROFILES["tiny-finetune"]
     clips = _clip_batch(frames[:2, :tiny.clips.length, :32, :32], [0], tiny.clips.length, tiny)
-    steps = time_steps(_probe_step(I3D(width=tiny.backbone_width), clips), repeats=1)
+    steps = time_steps(_probe_step(I3D(width=tiny.backbone_width), clips), repeats=3)
     print(json.dumps({"supported": torch.ops.mkldnn._is_mkldnn_bf16_supported(), "choice": choice.to_dict(),
                       "seconds_to_choose": seconds_to_choose, "tiny_steps": steps}))
 """)
