@@ -44,8 +44,7 @@ AVX2_PROBE = textwrap.dedent("""
     import json, time
     import numpy as np, torch
     from models.i3d import I3D
-    from training.backbone import _clip_batch, _probe_step, choose_fine_tuning_dtype
-    from training.compute_dtype import time_steps
+    from training.backbone import choose_fine_tuning_dtype
     from training.profiles import PROFILES
 
     profile = PROFILES["cpu-finetune"]
@@ -55,17 +54,14 @@ AVX2_PROBE = textwrap.dedent("""
     started = time.perf_counter()
     choice = choose_fine_tuning_dtype(I3D(width=profile.backbone_width), frames, profile)
     seconds_to_choose = time.perf_counter() - started
-    tiny = PROFILES["tiny-finetune"]
-    clips = _clip_batch(frames[:2, :tiny.clips.length, :32, :32], [0], tiny.clips.length, tiny)
-    steps = time_steps(_probe_step(I3D(width=tiny.backbone_width), clips), repeats=3)
     print(json.dumps({"supported": torch.ops.mkldnn._is_mkldnn_bf16_supported(), "choice": choice.to_dict(),
-                      "seconds_to_choose": seconds_to_choose, "tiny_steps": steps}))
+                      "seconds_to_choose": seconds_to_choose}))
 """)
 
 
 def test_on_an_avx2_only_cpu_fine_tuning_stays_float32_without_timing_anything() -> None:
-    """The reproduction: oneDNN limited to AVX2 has no bfloat16 kernels, and emulated bfloat16 steps are many
-    times slower (a tiny I3D step here: about 7 x; the demo's step 30 x, benchmarks/bench_bfloat16.py)."""
+    """The reproduction: oneDNN limited to AVX2 has no bfloat16 kernels (emulated, a demo step is 13-22 x slower:
+    benchmarks/bench_bfloat16.py), so ``auto`` keeps float32 without timing anything."""
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
     done = subprocess.run([sys.executable, "-c", AVX2_PROBE], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=540, check=True)
@@ -74,8 +70,6 @@ def test_on_an_avx2_only_cpu_fine_tuning_stays_float32_without_timing_anything()
     choice = measured["choice"]
     assert choice["dtype"] == "float32" and choice["requested"] == "auto" and choice["native_bfloat16"] is False
     assert "no native bfloat16" in choice["reason"] and choice["probe_seconds"] is None
-    steps = measured["tiny_steps"]
-    assert steps["bfloat16"] > 2 * steps["float32"], steps  # what the choice avoids (a wide margin: 7 x measured)
 
 
 @pytest.mark.skipif(not native_bfloat16(), reason="this CPU has no native bfloat16 (oneDNN)")

@@ -27,7 +27,7 @@ import torch
 ComputeDtype = Literal["auto", "float32", "bfloat16"]
 COMPUTE_DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16")
 MIN_SPEEDUP = 1.1  # bfloat16 must be at least this much faster to be worth its rounding
-PROBE_REPEATS = 2  # timed steps per dtype, after one untimed warm-up each
+PROBE_REPEATS = 3  # timed steps per dtype, after one untimed warm-up each (fastest counts)
 
 
 @dataclass(frozen=True)
