@@ -1,6 +1,7 @@
 # Set-up and everyday commands. `make serve` and `make test` are the README's two set-up commands.
+# Another Python gets a venv of its own: `make test PYTHON=python3.12` uses .venv-python3.12 (3.11-3.13 supported).
 PYTHON ?= python3
-VENV   := .venv
+VENV   ?= $(if $(filter python3,$(PYTHON)),.venv,.venv-$(notdir $(PYTHON)))
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 

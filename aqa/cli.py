@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
+import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from models.difficulty import check_difficulty
 from models.pretrained import DEMO_MODEL_DIR
 
 if TYPE_CHECKING:
@@ -50,6 +53,22 @@ USER_ERRORS = frozenset({
 })
 # The names of training.protocols.PROTOCOLS, listed here so `aqa --help` does not import the training code.
 _PROTOCOL_NAMES = ("core-mtl", "tpt-mtl", "core-aqa7", "tsa-finediving")
+DEFAULT_PROFILE = "cpu-finetune"  # the best recipe measured on two CPU cores (training/profiles.py)
+# The API key `aqa batch --url` sends when --api-key is not given; the README's examples use the same name.
+API_KEY_ENV = "AQA_KEY"
+OLD_API_KEY_ENV = "AQA_CLIENT_API_KEY"  # its earlier name, still read
+
+
+def _difficulty(text: str) -> float:
+    """argparse type of --difficulty: a number with 0 < d <= 5 (the API's rule, models/difficulty.py)."""
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from exc
+    try:
+        return check_difficulty(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,8 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("score", help="score one dive video")
     p.add_argument("video", type=Path)
     p.add_argument("--model", type=Path, default=DEMO_MODEL_DIR, help="model directory (default: bundled demo)")
-    p.add_argument("--difficulty", type=float, help="difficulty degree of the dive (estimated when omitted)")
-    p.add_argument("--action-class", help="dive code, e.g. 107B (narrows exemplar choice)")
+    p.add_argument("--difficulty", type=_difficulty,
+                   help="difficulty degree of the dive, 0 < D <= 5 (estimated from the exemplars when omitted)")
+    p.add_argument("--action-class", help="dive code, e.g. 107B (narrows exemplar choice; must be one the model's "
+                   "exemplar bank knows)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.add_argument("--device", default="cpu")
     p.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
@@ -85,9 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_synth)
 
     p = sub.add_parser("train", help="train a model directory (weights + bank + model card) from a dataset")
-    p.add_argument("dataset", type=Path, help="labels CSV (folder + CSV layout) or a dataset folder")
-    p.add_argument("--out", type=Path, required=True, help="model directory to write")
-    p.add_argument("--profile", default="cpu", help="training profile (see `aqa train --list-profiles`)")
+    p.add_argument("dataset", type=Path, nargs="?", help="labels CSV (folder + CSV layout) or a dataset folder")
+    p.add_argument("--out", type=Path, help="model directory to write (required)")
+    p.add_argument("--profile", default=DEFAULT_PROFILE,
+                   help=f"training profile (default {DEFAULT_PROFILE}; see --list-profiles)")
+    p.add_argument("--list-profiles", action="store_true",
+                   help="list the training profiles, what each costs and what it reached, and exit")
+    p.add_argument("--compute-dtype", choices=["auto", "float32", "bfloat16"], default=None,
+                   help="dtype of the backbone's fine-tuning steps (default: the profile's, auto: bfloat16 autocast "
+                        "only where this CPU runs it faster)")
     p.add_argument("--cache", type=Path, default=Path("runs/feature-cache"))
     p.add_argument("--model-id", default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -198,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", type=Path, help="folder of videos, or a CSV with a 'video' column")
     p.add_argument("--out", type=Path, required=True, help="results CSV (rerunning skips finished items)")
     p.add_argument("--url", help="a running service (default: score here, embedded)")
-    p.add_argument("--api-key", help="X-API-Key for --url (default: AQA_CLIENT_API_KEY)")
+    p.add_argument("--api-key", help=f"X-API-Key for --url (default: ${API_KEY_ENV})")
     p.add_argument("--concurrency", type=int, default=2, help="uploads in flight with --url")
     p.add_argument("--model", type=Path, help="model directory when embedded (AQA_MODEL_DIR)")
     p.add_argument("--no-progress", action="store_true")
@@ -215,7 +242,9 @@ def _service_settings(**overrides: object) -> ServiceSettings:
     try:
         return ServiceSettings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
-        raise CliError(f"invalid settings:\n{exc}") from exc
+        problems = [f"AQA_{'_'.join(map(str, e['loc'])).upper()}={e['input']!r}: {e['msg']}" if e["loc"]
+                    else e["msg"] for e in exc.errors()]
+        raise CliError(f"invalid settings: {'; '.join(problems)}") from exc
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -234,11 +263,29 @@ def _serve(args: argparse.Namespace) -> int:
             settings.check_model_dir()
         except ConfigurationError as exc:
             raise CliError(str(exc)) from exc
+    listening = listening_socket(settings.host, settings.port)  # before the model loads: a busy port fails now
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     mode = "embedded workers" if settings.embedded else f"Celery queue {settings.queue_name!r}"
     print(f"aqa serve: http://{settings.host}:{settings.port} ({mode}); API docs at /docs", file=sys.stderr)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    uvicorn.Server(config).run(sockets=[listening])
     return 0
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (uvicorn listens on it), or a one-line CliError saying why not."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a restart may reuse TIME_WAIT
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise CliError(f"port {port} on {host} is already in use (another aqa serve?); choose another with "
+                           "--port or AQA_PORT") from exc
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -270,16 +317,22 @@ def _worker(args: argparse.Namespace) -> int:
 def _batch(args: argparse.Namespace) -> int:
     import os
 
-    from service.batch import BatchInputError, run_batch
+    from service.batch import LABELS_CSV, BatchInputError, run_batch
     from service.settings import ConfigurationError
 
     settings = None if args.url else _service_settings(model_dir=args.model)
+    api_key = args.api_key or os.environ.get(API_KEY_ENV) or os.environ.get(OLD_API_KEY_ENV)
+    if args.source.is_dir() and (args.source / LABELS_CSV).is_file():
+        print(f"difficulty and action class from {args.source / LABELS_CSV} where it lists a video", file=sys.stderr)
     try:
-        summary = run_batch(args.source, args.out, url=args.url,
-                            api_key=args.api_key or os.environ.get("AQA_CLIENT_API_KEY"), settings=settings,
+        summary = run_batch(args.source, args.out, url=args.url, api_key=api_key, settings=settings,
                             concurrency=args.concurrency, progress=not args.no_progress)
     except (BatchInputError, ConfigurationError) as exc:
         raise CliError(str(exc)) from exc
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the results so far are in {args.out}; run the same command again to resume "
+              "(finished videos are skipped)", file=sys.stderr)
+        return 130
     print(f"{summary.total} videos: {summary.done} scored, {summary.failed} failed, {summary.errors} to retry, "
           f"{summary.skipped} already done earlier -> {args.out}")
     return 1 if summary.errors else 0
@@ -289,7 +342,14 @@ def _score(args: argparse.Namespace) -> int:
     from models.scorer import QueryLabels, Scorer
     from video.errors import VideoError
 
+    if args.video.is_dir():
+        raise CliError(f"{args.video} is a folder; `aqa score` scores one video. To score every video in it: "
+                       f"aqa batch {args.video} --out results.csv")
+    if not args.video.exists():
+        raise CliError(f"there is no file at {args.video}")
     scorer = Scorer.from_dir(args.model, device=args.device, runtime=args.runtime)
+    if args.action_class is not None:
+        check_action_class(args.action_class, {e.action_class for e in scorer.bank.exemplars} - {None})
     try:
         result = scorer.score(args.video, QueryLabels(difficulty=args.difficulty, action_class=args.action_class))
     except VideoError as exc:
@@ -299,6 +359,18 @@ def _score(args: argparse.Namespace) -> int:
         return 0
     print(format_result(result))
     return 0
+
+
+def check_action_class(action_class: str, known: set[str]) -> None:
+    """Refuse a dive code the model's exemplar bank does not hold, listing the ones it does."""
+    if action_class in known:
+        return
+    if not known:
+        raise CliError(f"--action-class {action_class}: this model's exemplars carry no action class; "
+                       "omit --action-class")
+    raise CliError(f"--action-class {action_class} is not a dive code this model knows; its exemplar bank holds "
+                   f"{len(known)}: {', '.join(sorted(known))} (omit --action-class to choose exemplars by "
+                   "difficulty and similarity)")
 
 
 def format_result(result) -> str:
@@ -355,8 +427,20 @@ def _profile(name: str) -> TrainingProfile:
     from training.profiles import PROFILES
 
     if name not in PROFILES:
-        raise CliError(f"unknown profile {name!r}; choose from {', '.join(PROFILES)}")
+        raise CliError(f"unknown profile {name!r}; choose from {', '.join(PROFILES)} (aqa train --list-profiles)")
     return PROFILES[name]
+
+
+def format_profiles() -> str:
+    """`aqa train --list-profiles`: each profile, what it is, what it cost and reached where measured."""
+    from training.profiles import PROFILE_RESULTS, PROFILES
+
+    blocks = []
+    for name, profile in PROFILES.items():
+        default = " (default)" if name == DEFAULT_PROFILE else ""
+        blocks.append(f"{name}{default}\n  {profile.description}\n  measured: "
+                      f"{PROFILE_RESULTS.get(name, 'not measured')}")
+    return "\n\n".join(blocks)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -364,8 +448,15 @@ def _train(args: argparse.Namespace) -> int:
     from training.pipeline import train_model
     from training.profiles import check_head
 
+    if args.list_profiles:
+        print(format_profiles())
+        return 0
+    if args.dataset is None or args.out is None:
+        raise CliError("aqa train needs a DATASET and --out DIR (or --list-profiles)")
     profile = _profile(args.profile)
     head = args.head or profile.default_head
+    if args.compute_dtype is not None:
+        profile = dataclasses.replace(profile, backbone=dataclasses.replace(profile.backbone, compute_dtype=args.compute_dtype))
     try:
         check_head(head, profile)
     except ValueError as exc:

@@ -49,13 +49,15 @@ def inference(model: I3D, batch: int) -> Callable[[], None]:
     return run
 
 
-def alternate(runs: dict[str, Callable[[], None]], repeats: int) -> dict[str, list[float]]:
-    """Seconds of each callable, interleaved ``repeats`` times after one untimed warm-up each."""
+def alternate(runs: dict[str, Callable[[], None]], repeats: int, pause: float = 0.0) -> dict[str, list[float]]:
+    """Seconds of each callable, interleaved ``repeats`` times after one untimed warm-up each; ``pause``
+    seconds of sleep before each timed run let the previous run's spinning threads go idle."""
     for run in runs.values():
         run()
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
         for name, run in runs.items():
+            time.sleep(pause)
             start = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - start)

@@ -16,11 +16,12 @@ import logging
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tqdm import tqdm
 
+from models.difficulty import check_difficulty
 from service.export import COLUMNS, csv_cell, csv_row, result_row
 from service.schemas import JobError
 from service.settings import ServiceSettings
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts"})
 FINISHED = frozenset({"done", "failed"})
+LABELS_CSV = "labels.csv"  # a dataset folder's labels (aqa synth, `aqa train`'s layout)
 
 
 class BatchInputError(ValueError):
@@ -61,13 +63,23 @@ def list_inputs(source: Path) -> list[BatchInput]:
 
     CSV paths are relative to the CSV's folder; optional columns 'difficulty', 'action_class', and 'competition',
     'event', 'diver', 'round' (a meet: the service files each dive under its event, see GET /v1/events/results).
+    A folder holding a ``labels.csv`` (the dataset layout) takes each listed video's difficulty and action class
+    from it.
     """
     source = Path(source)
     if source.is_dir():
-        return [BatchInput(str(p.relative_to(source)), p) for p in sorted(source.rglob("*"))
-                if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()]
+        listed = _csv_inputs(source / LABELS_CSV) if (source / LABELS_CSV).is_file() else []
+        labels = {i.video.resolve(): i for i in listed}
+        videos = [p for p in sorted(source.rglob("*")) if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()]
+        unlabelled = BatchInput(source="", video=Path())
+        return [replace(labels.get(p.resolve(), unlabelled), source=str(p.relative_to(source)), video=p)
+                for p in videos]
     if not source.is_file():
         raise BatchInputError(f"{source} is neither a folder nor a CSV file")
+    return _csv_inputs(source)
+
+
+def _csv_inputs(source: Path) -> list[BatchInput]:
     inputs = []
     with source.open(newline="", encoding="utf-8") as file:
         reader = csv.DictReader(file)
@@ -78,6 +90,10 @@ def list_inputs(source: Path) -> list[BatchInput]:
                 difficulty = float(row["difficulty"]) if row.get("difficulty") else None
             except ValueError as exc:
                 raise BatchInputError(f"{source} line {line}: difficulty {row['difficulty']!r} is not a number") from exc
+            try:
+                difficulty = None if difficulty is None else check_difficulty(difficulty)
+            except ValueError as exc:
+                raise BatchInputError(f"{source} line {line}: {exc}") from exc
             try:
                 dive_round = int(row["round"]) if row.get("round") else None
             except ValueError as exc:
@@ -150,8 +166,12 @@ def _score_remote(todo: list[BatchInput], url: str, api_key: str | None, concurr
         return result_row(item.source, job.id, job.status.value, job.result, job.error)
 
     with ScoringClient(url, api_key=api_key, timeout=timeout) as client, ThreadPoolExecutor(concurrency) as pool:
-        for future in as_completed([pool.submit(score, item) for item in todo]):
-            record(future.result())
+        try:
+            for future in as_completed([pool.submit(score, item) for item in todo]):
+                record(future.result())
+        except KeyboardInterrupt:  # Ctrl-C: upload nothing more; the uploads in flight end, a rerun resumes
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
 def _score_embedded(todo: list[BatchInput], settings: ServiceSettings,

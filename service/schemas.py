@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from models.difficulty import MAX_DIFFICULTY, MIN_DIFFICULTY
 from models.results import ModelRef, ScoreResult
 
 MAX_ROUND = 99
@@ -132,7 +133,8 @@ class Job(BaseModel):
 class ScoreFields(BaseModel):
     """The text fields of a POST /v1/scores upload."""
 
-    difficulty: float | None = Field(None, gt=0, le=5, description="Difficulty degree (e.g. 3.2).")
+    difficulty: float | None = Field(None, gt=MIN_DIFFICULTY, le=MAX_DIFFICULTY,
+                                     description="Difficulty degree (e.g. 3.2).")
     action_class: str | None = Field(None, min_length=1, max_length=16, pattern=r"^[0-9A-Za-z]+$",
                                      description="Dive code, e.g. 107B.")
     competition: str | None = Field(None, max_length=200)

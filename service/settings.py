@@ -54,7 +54,7 @@ class ServiceSettings(BaseSettings):
 
     # --- where and how the API listens ----------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address `aqa serve` binds (0.0.0.0 in containers).")
-    port: int = Field(8000, description="Port `aqa serve` listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `aqa serve` listens on.")
     data_dir: Path = Field(Path("runs/service"), description="Uploads and, in embedded mode, the jobs database.")
     api_keys: Annotated[dict[str, Role], NoDecode] = Field(
         default_factory=dict,
@@ -92,7 +92,7 @@ class ServiceSettings(BaseSettings):
 
     # --- queue: embedded pool or Celery on Redis ------------------------------------------------
     broker_url: str | None = Field(
-        None, description="Redis URL of the Celery broker. Unset: embedded mode (API + in-process pool)."
+        None, description="Redis URL of the Celery broker. Unset or empty: embedded mode (API + in-process pool)."
     )
     result_backend: str | None = Field(
         None, description="Redis URL for Celery results and the job records (default: the broker URL)."
@@ -158,12 +158,14 @@ class ServiceSettings(BaseSettings):
             return [p for p in value.split(os.pathsep) if p]
         return value
 
-    @field_validator("broker_url", "result_backend")
+    @field_validator("broker_url", "result_backend", mode="before")
     @classmethod
-    def _redis_only(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+    def _redis_only(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None  # `AQA_BROKER_URL=` (as .env files write it) means unset: embedded mode
+        if isinstance(value, str) and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"{value!r}: only Redis URLs (redis://, rediss://, unix://) are supported")
-        return value or None
+        return value
 
     @model_validator(mode="after")
     def _consistent_time_limits(self) -> ServiceSettings:

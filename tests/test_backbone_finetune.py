@@ -37,9 +37,17 @@ def finetuned(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> t
 
 def test_finetuning_changes_the_backbone_and_records_each_epoch(finetuned: tuple[Path, Path]) -> None:
     model_dir, _ = finetuned
-    history = json.loads((model_dir / "report" / "training.json").read_text())["backbone_history"]
+    report = json.loads((model_dir / "report" / "training.json").read_text())
+    history = report["backbone_history"]
     assert [h["epoch"] for h in history] == [1, 2]
     assert all(math.isfinite(h["train_mse"]) and -1.0 <= h["val_spearman"] <= 1.0 for h in history)
+    assert all(h["train_seconds"] > 0 for h in history)
+    # The profile's default "auto" was resolved on this machine, and the choice is in the report and the card.
+    compute = report["backbone_compute"]
+    assert compute["requested"] == "auto" and compute["dtype"] in ("float32", "bfloat16") and compute["reason"]
+    card = json.loads((model_dir / "model_card.json").read_text())
+    assert card["training"]["backbone_compute"] == compute
+    assert f"fine-tuning computed in {compute['dtype']}" in (model_dir / "MODEL_CARD.md").read_text()
     torch.manual_seed(0)  # train_model's seed: the backbone it started from
     initial = I3D(width=PROFILE.backbone_width).state_dict()
     trained = load_file(str(model_dir / "backbone.safetensors"))
@@ -102,14 +110,16 @@ def test_bfloat16_fine_tuning_runs_the_backbone_in_bfloat16_and_validates_in_flo
         tiny_dataset: Path, tmp_path: Path) -> None:
     records = load_folder_csv(tiny_dataset / "labels.csv")
     profile = replace(PROFILE, backbone=replace(PROFILE.backbone, epochs=1, resample_jitter=0.0,
-                                                autocast_bfloat16=True))
+                                                compute_dtype="bfloat16"))
     torch.manual_seed(0)
     backbone = I3D(width=profile.backbone_width)
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
     seen: list[tuple[bool, torch.dtype]] = []
     backbone.Mixed_5c.register_forward_hook(lambda module, inputs, output: seen.append((module.training, output.dtype)))
-    history = train_backbone(backbone, records[:16], records[16:], profile, label_config(records), tmp_path,
-                             progress=False)
+    fine_tuning = train_backbone(backbone, records[:16], records[16:], profile, label_config(records), tmp_path,
+                                 progress=False)
+    history = fine_tuning.history
+    assert fine_tuning.compute.dtype == "bfloat16" and fine_tuning.compute.requested == "bfloat16"
     assert len(history) == 1 and math.isfinite(history[0]["train_mse"])
     assert {dtype for training, dtype in seen if training} == {torch.bfloat16}
     assert {dtype for training, dtype in seen if not training} == {torch.float32}
@@ -126,12 +136,12 @@ def test_action_class_loss_trains_the_backbone_too_and_validation_runs_every_nth
 
     def fine_tune(weight: float) -> tuple[list[dict[str, float]], dict[str, torch.Tensor]]:
         profile = replace(PROFILE, backbone=replace(PROFILE.backbone, epochs=3, validate_every=2,
-                                                    action_class_weight=weight))
+                                                    action_class_weight=weight, compute_dtype="float32"))
         torch.manual_seed(0)
         backbone = I3D(width=profile.backbone_width)
-        history = train_backbone(backbone, train, records[16:], profile, label_config(records), tmp_path,
-                                 progress=False)
-        return history, backbone.state_dict()
+        fine_tuning = train_backbone(backbone, train, records[16:], profile, label_config(records), tmp_path,
+                                     progress=False)
+        return fine_tuning.history, backbone.state_dict()
 
     plain_history, plain = fine_tune(0.0)
     history, weights = fine_tune(1.0)

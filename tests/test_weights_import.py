@@ -206,7 +206,7 @@ def test_a_pickle_that_would_run_code_is_refused_unrun(tmp_path) -> None:
     marker = tmp_path / "code-ran"
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": {"conv3d_1a_7x7.conv3d.weight": RunsCode(marker)}}, path)
-    with pytest.raises(WeightImportError, match=r"refused, it needs full unpickling.*\(it calls io.open\)"):
+    with pytest.raises(WeightImportError, match=r"refused, it needs full unpickling.*\(it calls _?io\.open\)"):
         import_i3d(path, "hassony2", tmp_path / "out")
     with pytest.raises(WeightImportError, match="refused"):
         import_core_checkpoint(path, tmp_path / "model", [[-30, 0], [0, 30]])

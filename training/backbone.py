@@ -16,8 +16,11 @@ Two paths, chosen by the profile:
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +30,7 @@ from tqdm import tqdm
 
 from models.i3d import I3D
 from models.model_dir import LabelConfig
+from training.compute_dtype import DtypeChoice, choose_compute_dtype
 from training.datasets.records import DiveRecord
 from training.feature_cache import decode_record
 from training.frame_cache import cached_frames, oversampled
@@ -98,10 +102,47 @@ def recalibrate_batchnorm(backbone: I3D, records: Sequence[DiveRecord], profile:
     backbone.eval()
 
 
+@dataclass(frozen=True)
+class FineTuning:
+    """What :func:`train_backbone` did: per-epoch history and the dtype its steps computed in."""
+
+    history: list[dict[str, float]]
+    compute: DtypeChoice
+
+
+def _probe_step(backbone: I3D, clips: torch.Tensor) -> Callable[[bool], None]:
+    """One fine-tuning step's forward and backward (no optimizer step) on a copy of ``backbone``."""
+    model = copy.deepcopy(backbone).train()
+    probe = nn.Linear(model.feature_dim, 1)
+
+    def step(bfloat16: bool) -> None:
+        model.zero_grad(set_to_none=True)
+        with torch.autocast(clips.device.type, dtype=torch.bfloat16, enabled=bfloat16):
+            pooled = model.forward_features(clips).float()
+        probe(pooled).square().mean().backward()
+
+    return step
+
+
+def choose_fine_tuning_dtype(backbone: I3D, train_frames: np.ndarray, profile: TrainingProfile) -> DtypeChoice:
+    """Resolve the profile's ``compute_dtype`` here, probing with the first batch of the real data.
+
+    The probe leaves the backbone, its BatchNorm statistics and every random stream as they were.
+    """
+    config = profile.backbone
+    videos = train_frames[: config.batch_size]
+    if config.resample_jitter > 0:
+        videos = inference_frames(videos, profile)
+    starts = list(profile.clips.starts)[: config.clips_per_step]
+    with torch.random.fork_rng(devices=[]):
+        step = _probe_step(backbone, _clip_batch(videos, starts, profile.clips.length, profile))
+        return choose_compute_dtype(config.compute_dtype, step)
+
+
 def train_backbone(backbone: I3D, train: Sequence[DiveRecord], val: Sequence[DiveRecord],
                    profile: TrainingProfile, labels: LabelConfig, cache_dir: Path,
-                   progress: bool = True) -> list[dict[str, float]]:
-    """Fine-tune ``backbone`` in place by label regression; returns per-epoch history.
+                   progress: bool = True) -> FineTuning:
+    """Fine-tune ``backbone`` in place by label regression; returns its per-epoch history and compute dtype.
 
     Augmentation: with ``resample_jitter > 0`` each video's T frames are resampled from 2T - 1 cached
     ones over a random window (:func:`resample_frames`); a random subset of ``clips_per_step`` clips per
@@ -112,9 +153,9 @@ def train_backbone(backbone: I3D, train: Sequence[DiveRecord], val: Sequence[Div
     ``action_class_weight = w > 0``, ``w * CE(W f, c)``: a linear classifier of the action class ``c`` over the
     classes seen in training (dives without one add nothing). The history reports the two terms apart.
 
-    With ``autocast_bfloat16`` the backbone's forward pass runs under bfloat16 autocast (convolutions in
-    bfloat16; parameters, loss and optimizer in float32): 1.3 x cheaper steps on a CPU with AVX-512 BF16
-    (``benchmarks/bench_bfloat16.py``). Validation and the features cached afterwards stay float32.
+    Compute dtype (``compute_dtype``, :mod:`training.compute_dtype`): float32, or the forward pass under
+    bfloat16 autocast (parameters, loss and optimizer in float32) where the CPU runs it faster; ``"auto"``
+    checks and times it here. Validation and the features cached afterwards stay float32.
     """
     config = profile.backbone
     if config.validate_every < 1:
@@ -125,6 +166,9 @@ def train_backbone(backbone: I3D, train: Sequence[DiveRecord], val: Sequence[Div
     mean, std = float(target.mean()), float(target.std())
     train_frames = fine_tuning_frames(train, profile, cache_dir, progress)
     val_frames = inference_frames(fine_tuning_frames(val, profile, cache_dir, progress), profile)
+    compute = choose_fine_tuning_dtype(backbone, train_frames, profile)
+    if progress:
+        tqdm.write(f"backbone fine-tuning computes in {compute.dtype}: {compute.reason}")
     probe = nn.Linear(backbone.feature_dim, 1)
     classes = sorted({r.action_class for r in train if r.action_class is not None})
     class_index = torch.tensor([classes.index(r.action_class) if r.action_class in classes else -100 for r in train])
@@ -140,6 +184,7 @@ def train_backbone(backbone: I3D, train: Sequence[DiveRecord], val: Sequence[Div
     history = []
     for epoch in range(1, config.epochs + 1):
         backbone.train()
+        epoch_started = time.perf_counter()
         order = rng.permutation(len(train))
         total = total_class = 0.0
         bar = tqdm(range(0, len(order), config.batch_size), desc=f"backbone epoch {epoch}/{config.epochs}",
@@ -153,7 +198,7 @@ def train_backbone(backbone: I3D, train: Sequence[DiveRecord], val: Sequence[Div
             clips = _clip_batch(videos, chosen, profile.clips.length, profile)
             if rng.random() < 0.5:
                 clips = clips.flip(-1)
-            with torch.autocast(clips.device.type, dtype=torch.bfloat16, enabled=config.autocast_bfloat16):
+            with torch.autocast(clips.device.type, dtype=torch.bfloat16, enabled=compute.bfloat16):
                 pooled = backbone.forward_features(clips).view(len(index), len(chosen), -1).mean(1).float()
             prediction = probe(pooled).squeeze(1)
             mse = nn.functional.mse_loss(prediction, (target[index] - mean) / std)
@@ -170,7 +215,7 @@ def train_backbone(backbone: I3D, train: Sequence[DiveRecord], val: Sequence[Div
             schedule.step()
             total += mse.item() * len(index)
             bar.set_postfix(mse=f"{total / (first + len(index)):.3f}")
-        record = {"epoch": epoch, "train_mse": total / len(train)}
+        record = {"epoch": epoch, "train_seconds": time.perf_counter() - epoch_started, "train_mse": total / len(train)}
         if classifier is not None:
             record["train_class_cross_entropy"] = total_class / int((class_index >= 0).sum())
         if epoch % config.validate_every == 0 or epoch == config.epochs:
@@ -180,7 +225,7 @@ def train_backbone(backbone: I3D, train: Sequence[DiveRecord], val: Sequence[Div
             tqdm.write(f"backbone epoch {epoch}: " + ", ".join(f"{k.replace('_', ' ')} {v:.3f}"
                                                                for k, v in record.items() if k != "epoch"))
     backbone.eval()
-    return history
+    return FineTuning(history, compute)
 
 
 @torch.no_grad()

@@ -168,10 +168,11 @@ def train_model(dataset: Path, out: Path, profile: TrainingProfile, cache_dir: P
     t = time.perf_counter()
     backbone = I3D(width=profile.backbone_width)
     pretraining = load_backbone_init(backbone, init_backbone) if init_backbone is not None else None
-    backbone_history = []
+    fine_tuning = None
     if profile.backbone.epochs > 0:
-        backbone_history = train_backbone(backbone, train, val, profile, labels_config,
-                                          cache_dir=frames_dir, progress=progress)
+        fine_tuning = train_backbone(backbone, train, val, profile, labels_config, cache_dir=frames_dir,
+                                     progress=progress)
+    backbone_compute = fine_tuning.compute.to_dict() if fine_tuning else None
     if profile.backbone.recalibrate_batchnorm and not (resume and profile.end_to_end is not None):
         recalibrate_batchnorm(backbone, train, profile, seed=seed, progress=progress)
     backbone.eval()
@@ -256,12 +257,13 @@ def train_model(dataset: Path, out: Path, profile: TrainingProfile, cache_dir: P
         familiarity.save(out)
     test_evaluation.write(out / "report", f"{config.model_id}: test split")
     (out / "report" / "training.json").write_text(json.dumps(
-        {"backbone_history": backbone_history, "head_history": result.history,
+        {"backbone_history": fine_tuning.history if fine_tuning else [], "backbone_compute": backbone_compute,
+         "head_history": result.history,
          "best_head_epoch": result.best_epoch, "timings": timings}, indent=2) + "\n")
     backbone_init = None if init_backbone is None else {"path": str(init_backbone), "pretraining": pretraining}
     training: dict[str, Any] = {
         "profile": profile.to_dict(), "head": head, "head_training": result.training_config,
-        "backbone_init": backbone_init, "best_head_epoch": result.best_epoch,
+        "backbone_init": backbone_init, "backbone_compute": backbone_compute, "best_head_epoch": result.best_epoch,
         "epoch_selection": "best validation Spearman (the validation split; the test split is never used)",
         "seconds": {k: round(v, 1) for k, v in timings.items()},
     }
@@ -271,7 +273,8 @@ def train_model(dataset: Path, out: Path, profile: TrainingProfile, cache_dir: P
     card = {
         "model_id": config.model_id, "version": config.version, "head": config.head,
         "summary": f"{HEAD_TITLES[head]} head on I3D features (profile {profile.name}), trained on {len(train)} "
-                   "dives.",
+                   "dives." + (f" Its backbone's fine-tuning computed in {fine_tuning.compute.dtype} "
+                               f"({fine_tuning.compute.reason})." if fine_tuning else ""),
         "data": {"dataset": str(dataset), **(data_description or {}), "train": len(train),
                  "validation": len(val), "test": len(test), "bank_exemplars": len(bank),
                  "split_seed": seed, "label_fraction": label_fraction, "split": protocol or "random"},

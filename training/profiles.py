@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from models.clips import ClipProtocol
 from models.pcln import MIN_FRAMES
+from training.compute_dtype import ComputeDtype
 from training.train_core import CoReTrainConfig
 from training.train_pcln import PCLNTrainConfig
 from training.train_tpt import TPTTrainConfig
@@ -28,7 +29,7 @@ class BackboneTrainConfig:
     clips_per_step: int = 3
     temporal_jitter: int = 3
     resample_jitter: float = 0.0  # > 0: each step resamples a video's T frames from 2T - 1 cached ones
-    autocast_bfloat16: bool = False  # forward passes of fine-tuning in bfloat16 (weights, loss, optimizer in float32)
+    compute_dtype: ComputeDtype = "auto"  # fine-tuning's forward passes: float32, bfloat16 autocast, or the faster here
     lr: float = 2e-3
     action_class_weight: float = 0.0  # > 0: add this times the action-class cross-entropy to the regression loss
     validate_every: int = 1  # epochs between validation probes (the last epoch is always validated)
@@ -128,36 +129,22 @@ PROFILES: dict[str, TrainingProfile] = {
     ),
 }
 
-# The demo's profile. The backbone at 64 px is cheap enough to fine-tune end to end on the CPU, and it
-# reads the whole dive at once: 32 frames sampled uniformly over the video as one clip, so every training
-# step sees take-off, flight, entry and splash together. (Averaging 10 x 16-frame clips, CoRe's protocol,
-# asks each clip to predict the whole dive's execution from a part of it: three random clips of 103 frames
-# reached a validation probe of 0.39 in 30 epochs, 1,900 s; one 32-frame clip reached 0.46 in 10 epochs,
-# 200 s, on the same 1,050 dives.) Over-fitting then limits it, so the demo renders more dives: the probe
-# plateaued at 0.45-0.56 on 1,050 training dives (epochs 23-33 of 50, stopped there while the training
-# loss kept falling), ended at 0.63 on 2,800 (30 epochs) and at 0.68 on 5,600 (16 epochs). Averaging each
-# feature with its mirror image's (the fine-tuning flips clips at random) raised the 5,600-dive model's
-# fresh-set execution Spearman from 0.620 to 0.640 with the same weights and head, for twice the backbone work.
-# At about the same compute, 48 frames (probe 0.50) or 80 px crops (0.46) lost to these 32 frames at 64 px (0.56).
-# The 64 px crop is the centre half of the frame (short side resized to 128), where the tracking camera keeps
-# the diver, at the scale of the renderer's 112 px view: at the same compute it reached a probe of 0.576
-# against 0.551 for the centre two thirds (resize 96) and 0.520 for the whole framing (resize 72), reading
-# rotation, splash and height better (README), on 2,800 dives in 12 epochs; on the demo's 5,600 in 16 epochs the
-# probe ended where the whole framing's had (0.701 against 0.702). Fine-tuning steps run in bfloat16 (1.3 x
-# cheaper, same probe). The clip is cut to the span that moves first (``MotionWindow``, video/localise.py):
-# uniform sampling over the whole video put 10 of the 32 frames in the flight, the localised span puts 18.
-# With it the demo trains on 8,000 dives for 7 epochs (a 43-minute build) and beat the previous demo (9,600
-# dives, 10 epochs, no localiser) on every set: fresh-set final / execution Spearman 0.853 / 0.720 against
-# 0.826 / 0.671, validation probe 0.798 against 0.726 (README).
+# The demo's profile and `aqa train`'s default: the best recipe measured on two CPU cores. What: a width-0.25
+# I3D fine-tuned end to end on 64 px centre crops, reading the dive as one 32-frame clip sampled over the
+# span that moves (``MotionWindow``), its feature averaged with its mirror image's, then CoRe. Why: one clip
+# over the whole dive sees take-off, flight and entry in every step (16-frame clips must guess the dive
+# from a part), the localiser puts 18 of the 32 frames in the flight instead of 10, and at this compute
+# more dives beat more frames or pixels. The experiments and their numbers: docs/demo-model.md.
 PROFILES["cpu-finetune"] = replace(
     PROFILES["cpu"], name="cpu-finetune",
     description="CPU demo profile: I3D at width 0.25 (D=256) on 64x64 centre crops of frames resized to 128 "
     "reading the dive as one clip of 32 frames sampled over the span of the video that moves (its feature averaged "
-    "with its mirror image's), fine-tuned end to end by execution regression in bfloat16, then CoRe.",
+    "with its mirror image's), fine-tuned end to end by execution regression (bfloat16 autocast where this CPU "
+    "runs it faster), then CoRe.",
     preprocessing=Preprocessing(num_frames=32, resize=128, crop=64, normalization="kinetics",
                                 motion_window=MotionWindow()),
     clips=ClipProtocol.strided(32, 32, 32, mirror=True),
-    backbone=BackboneTrainConfig(epochs=7, batch_size=16, clips_per_step=1, lr=1e-3, autocast_bfloat16=True),
+    backbone=BackboneTrainConfig(epochs=7, batch_size=16, clips_per_step=1, lr=1e-3),
     test_fraction=0.1,
 )
 
@@ -191,8 +178,6 @@ def check_head(head: str, profile: TrainingProfile) -> None:
         raise ValueError(f"PCLN needs at least {MIN_FRAMES} clips per video and profile {profile.name!r} gives "
                          f"{profile.clips.num_clips}; use a profile with TPT's clip protocol "
                          f"({', '.join(n for n in PROFILES if n.endswith('-tpt'))})")
-
-
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -314,3 +299,31 @@ PROFILES["tiny-kinetics-tpt"] = _tiny(
                 epochs=2, eval_every=1),
     end_to_end=replace(PROFILES["kinetics-tpt"].end_to_end, accumulate=2, workers=0),
 )
+
+
+# What each profile cost and reached where it was measured (`aqa train --list-profiles`); the experiments
+# behind them are in docs/demo-model.md. Profiles not listed have not been measured.
+PROFILE_RESULTS: dict[str, str] = {
+    "cpu-finetune": (
+        "the demo build (2026-12-02, 2 cores): 8,000 training dives, training 34 min (2,035 s; fine-tuning 7 epochs "
+        "of about 125 s in bfloat16), fresh synthetic set final / execution Spearman 0.853 / 0.720. On 1,000 dives "
+        "(2026-12-05, 2 cores shared with other jobs): 101 min wall, 31 min of CPU, test split (100 dives) final / "
+        "execution Spearman 0.713 / 0.426 against 0.736 for difficulty alone: too few dives for this recipe"),
+    "cpu": (
+        "1,050 training dives (2026-12-01, 2 cores, shared): training 12 min, fresh synthetic set final / execution "
+        "Spearman 0.632 / 0.133: its frozen random backbone does not see execution"),
+    "cpu-tpt": (
+        "1,050 training dives (2026-12-01, 2 cores, shared): TPT head 18 min, final / execution Spearman "
+        "0.482 / 0.077; PCLN head 24 min, 0.579 / 0.078"),
+    "kinetics": (
+        "not trained here (needs Kinetics I3D weights and a GPU): about 2 h of A100 work for MTL-AQA's 200 epochs, "
+        "worked out from FLOPs, not measured, and bound by decoding unless --workers is about 16 "
+        "(docs/reference-recipes.md)"),
+    "kinetics-tpt": (
+        "not trained here (needs Kinetics I3D weights and a GPU): about 2.1 h of A100 work for 250 epochs, worked "
+        "out from FLOPs, not measured (docs/reference-recipes.md)"),
+    "cpu-core": (
+        "1,000 synthetic dives, same split as cpu-finetune (2026-12-05, 2 cores shared, one torch thread): 811 s of "
+        "CPU, test split (100 dives) final / execution Spearman 0.581 / 0.215, against cpu-finetune's 0.726 / 0.411 "
+        "in 308 s of CPU side by side: five epochs of the pair loss barely train a random backbone"),
+}
