@@ -73,8 +73,10 @@ def test_on_an_avx2_only_cpu_fine_tuning_stays_float32_without_timing_anything()
 
 
 @pytest.mark.skipif(not native_bfloat16(), reason="this CPU has no native bfloat16 (oneDNN)")
-def test_where_bfloat16_is_faster_the_probe_takes_it_and_leaves_the_model_as_it_was() -> None:
-    """The demo profile's step on this CPU (AVX-512 BF16): bfloat16 autocast measured 1.3-1.7 x faster."""
+def test_with_native_bfloat16_the_probe_times_both_and_leaves_the_model_as_it_was() -> None:
+    """On a CPU with native bfloat16 the choice is the probe's: a real step of the demo profile timed in both
+    dtypes, decided by ``decide``. Which dtype wins is a speed question for benchmarks/bench_bfloat16.py (a
+    busy machine may reverse it); here, that the probe ran, decided by its own times and touched nothing."""
     profile = PROFILES["cpu-finetune"]
     shape = (profile.backbone.batch_size, profile.preprocessing.num_frames, profile.preprocessing.crop,
              profile.preprocessing.crop, 3)
@@ -84,7 +86,8 @@ def test_where_bfloat16_is_faster_the_probe_takes_it_and_leaves_the_model_as_it_
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
     random_state = torch.get_rng_state()
     choice = choose_fine_tuning_dtype(backbone, frames, profile)
-    assert choice.dtype == "bfloat16", choice.reason
-    assert choice.native_bfloat16 and choice.probe_seconds["bfloat16"] * MIN_SPEEDUP <= choice.probe_seconds["float32"]
+    assert choice.native_bfloat16 and choice.requested == "auto" and "timed probe" in choice.reason
+    assert set(choice.probe_seconds) == {"float32", "bfloat16"} and min(choice.probe_seconds.values()) > 0
+    assert choice.dtype == decide(choice.probe_seconds)
     assert all(torch.equal(v, before[k]) for k, v in backbone.state_dict().items())  # BatchNorm statistics too
     assert torch.equal(torch.get_rng_state(), random_state)

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from tests.media import read_index, write_frame_folder, write_h264
+from training.compute_dtype import native_bfloat16
 from training.datasets.records import DiveRecord
-from training.device import choose_precision, cpu_has_bfloat16, resolve_device
+from training.device import choose_precision, resolve_device
 from training.feature_cache import decode_record
 from training.loader import (
     Augmentation,
@@ -105,7 +106,7 @@ def test_device_and_precision_follow_the_machine() -> None:
         with pytest.raises(ValueError, match="no CUDA GPU"):
             resolve_device("cuda")
     cpu = choose_precision(torch.device("cpu"), "auto")
-    assert cpu.dtype == (torch.bfloat16 if cpu_has_bfloat16() else None) and not cpu.scales_loss
+    assert cpu.dtype == (torch.bfloat16 if native_bfloat16() else None) and not cpu.scales_loss
     assert choose_precision(torch.device("cpu"), "float32").name == "float32"
     with pytest.raises(ValueError, match="GPUs"):
         choose_precision(torch.device("cpu"), "float16")

@@ -4,22 +4,23 @@
   (``"cuda:1"``, ``"cpu"``) is taken as given and checked.
 - Precision (``"auto"``, ``"float32"``, ``"bfloat16"``, ``"float16"``): the dtype of autocast for the
   backbone's forward pass; weights, losses and optimiser state stay float32. ``"auto"`` picks bfloat16 on a
-  GPU that supports it, float16 (with loss scaling) on an older GPU, and on the CPU bfloat16 only when the
-  CPU has bfloat16 arithmetic (AVX-512 BF16 or AMX; ``benchmarks/bench_bfloat16.py`` measured 1.3 x cheaper
-  steps there), float32 otherwise (an AVX2-only CPU emulates bfloat16 and runs it slower).
+  GPU that supports it, float16 (with loss scaling) on an older GPU, and on the CPU bfloat16 only when
+  oneDNN has native bfloat16 kernels on this CPU (``training.compute_dtype.native_bfloat16``: AVX-512 BF16
+  or AMX), float32 otherwise (an AVX2-only CPU emulates bfloat16, 13-22 x slower per step in
+  ``benchmarks/bench_bfloat16.py``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import torch
 
+from training.compute_dtype import native_bfloat16
+
 Precision = Literal["auto", "float32", "bfloat16", "float16"]
 PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
-_CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -33,16 +34,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but PyTorch sees no CUDA GPU on this machine")
     return device
-
-
-def cpu_has_bfloat16() -> bool:
-    """Whether this CPU computes bfloat16 natively (``/proc/cpuinfo`` flags; False where unreadable)."""
-    try:
-        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")),
-                     "")
-    except OSError:
-        return False
-    return any(flag in flags.split() for flag in _CPU_BF16_FLAGS)
 
 
 @dataclass(frozen=True)
@@ -79,5 +70,5 @@ def choose_precision(device: torch.device, precision: Precision = "auto") -> Mix
     if device.type == "cuda":
         return MixedPrecision(device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
     if device.type == "cpu":
-        return MixedPrecision(device, torch.bfloat16 if cpu_has_bfloat16() else None)
+        return MixedPrecision(device, torch.bfloat16 if native_bfloat16() else None)
     return MixedPrecision(device, None)
