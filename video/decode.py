@@ -1,16 +1,17 @@
 """Decode a video file into the T preprocessed frames a model sees.
 
 Pipeline: probe (typed errors, limits) -> exact frame count (packets demuxed and counted, not
-decoded) -> [when the preprocessing has a motion window: a pass over grey thumbnails of every frame finds
-the span that moves] -> T uniform indices -> one threaded decode pass that converts only the sampled
-frames, each straight to the small target size, and stops after the last one.
+decoded) -> T uniform indices -> one threaded decode pass that converts only the sampled frames, each
+straight to the small target size, and stops after the last one. When the preprocessing has a motion
+window, the same single pass also takes a grey thumbnail of every frame of the range and keeps every
+frame preprocessed; the span that moves is found from the thumbnails afterwards and the T frames are
+taken from those kept (``_decode_localised``).
 
-Why two passes: counting packets took 8-12 ms where decoding took 0.26-0.8 s (4 s and 12 s
-854x480 H.264 clips, benchmarks/bench_decode.py, 2-core machine), and it spares converting and
-holding every frame: the one-pass alternative (convert all, sample at the end) took as long or up to
-1.09 x longer, and its memory grows with the video's length. One swscale context (a shared
-``VideoReformatter``) serves all frames of a video: 1.07-1.10 x faster than a context per frame on an
-idle machine, and far more when other processes compete for the cores.
+Counting packets took 8-12 ms where decoding took 0.26-0.8 s (4 s and 12 s 854x480 H.264 clips,
+benchmarks/bench_decode.py, 2-core machine), and it spares converting and holding every frame of an
+unlocalised video. One swscale context (a shared ``VideoReformatter``) serves all frames of a video:
+1.07-1.10 x faster than a context per frame on an idle machine, and far more when other processes
+compete for the cores.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ from video.preprocessing import Preprocessing
 from video.probe import DEFAULT_LIMITS, VideoInfo, VideoLimits, check_frame_size, open_container, probe_video
 from video.sampling import frame_range, sample_frame_indices
 from video.spatial import resize_and_crop, rotate_for_display, stretch_and_crop
+
+ONE_PASS_BYTES = 256 * 2**20
+"""Most bytes of preprocessed frames the motion window keeps to sample from in one pass (21,000 frames of
+64 x 64, 1,780 of 224 x 224); a longer range is decoded twice instead."""
 
 
 @dataclass(frozen=True)
@@ -105,20 +110,33 @@ def _decode_localised(
     window: MotionWindow,
     limits: VideoLimits,
 ) -> DecodedVideo:
-    """Localise the action in ``[first, last]`` from grey thumbnails (first pass), then decode its samples.
+    """Localise the action in ``[first, last]`` from grey thumbnails and sample it, in one decode pass.
 
-    Two passes keep memory bounded at the same speed as one pass that preprocesses every frame of the range
-    and keeps them (24.7 against 25.4 ms per 320x240 synthetic dive with the demo's preprocessing, idle).
+    Any frame of the range may be sampled once the span is known, so every frame of the range is kept,
+    preprocessed (``crop`` x ``crop`` x 3 bytes each), while its thumbnail is taken. A range whose kept
+    frames would exceed :data:`ONE_PASS_BYTES`, or a sampling that reaches before the range
+    (``window_end``), takes a second pass over the sampled frames instead.
     """
+    count = last - first + 1
+    crop = preprocessing.crop
+    one_pass = count * crop * crop * 3 <= ONE_PASS_BYTES
     height = thumbnail_height(info.width, info.height)
-    thumbnails = np.empty((last - first + 1, height, THUMBNAIL_WIDTH), dtype=np.uint8)
-    reformatter = VideoReformatter()
-    for index, frame, _, _ in _decoded_frames(path, info, limits, last):
+    thumbnails = np.empty((count, height, THUMBNAIL_WIDTH), dtype=np.uint8)
+    frames = np.empty((count if one_pass else 0, crop, crop, 3), dtype=np.uint8)
+    timestamps = np.full(count, np.nan)
+    thumbnailer, reformatter = VideoReformatter(), VideoReformatter()  # one swscale context per output
+    for index, frame, seconds, sample_aspect in _decoded_frames(path, info, limits, last):
         if index >= first:
-            thumbnails[index - first] = grey_thumbnail(frame, height, reformatter)
+            thumbnails[index - first] = grey_thumbnail(frame, height, thumbnailer)
+            timestamps[index - first] = seconds
+            if one_pass:
+                frames[index - first] = _preprocess_frame(frame, preprocessing, sample_aspect, reformatter)
     start, end = locate_action(motion_energy(thumbnails), info.fps if info.fps > 0 else ASSUMED_FPS, window)
     indices = sample_frame_indices(first + start, first + end, preprocessing.num_frames, preprocessing.sampling)
-    return _decode_sampled(path, info, indices, preprocessing, limits)
+    if not one_pass or indices[0] < first:
+        return _decode_sampled(path, info, indices, preprocessing, limits)
+    kept = indices - first
+    return DecodedVideo(frames=frames[kept], frame_indices=indices, timestamps=timestamps[kept], info=info)
 
 
 def _decoded_frames(
