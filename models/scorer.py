@@ -13,9 +13,11 @@ then each votes on its own, so a caller that decodes ahead (``service.batch``) k
 from __future__ import annotations
 
 import time
-from collections import Counter
-from collections.abc import Sequence
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +38,8 @@ from video.decode import DecodedVideo, VideoLimits, decode_video
 from video.probe import DEFAULT_LIMITS
 
 DIFFICULTY_NEIGHBOURS = 10
+DECODE_WORKERS = 2
+MAX_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,14 @@ class QueryLabels:
 
     difficulty: float | None = None
     action_class: str | None = None
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """A video to score and what the caller knows about it."""
+
+    path: Path
+    labels: QueryLabels = QueryLabels()
 
 
 @dataclass(frozen=True)
@@ -116,6 +128,54 @@ class Scorer:
         """Decode, extract features and vote. Raises video.errors.VideoError for unusable files."""
         query = self.decode(path, limits)
         return self.score_decoded([replace(query, labels=labels)], exclude_ids)[0]
+
+    def score_stream(self, requests: Iterable[ScoreRequest], limits: VideoLimits = DEFAULT_LIMITS,
+                     decode_workers: int = DECODE_WORKERS, max_batch: int = MAX_BATCH,
+                     ) -> Iterator[tuple[ScoreRequest, ScoreResult | Exception]]:
+        """Score many videos, pipelined; yields ``(request, result or the exception it raised)`` in request order.
+
+        ``decode_workers`` threads decode ahead (at most ``2 * max_batch`` videos held decoded) while this thread
+        runs the backbone and the votes on those already decoded; whatever is decoded when the backbone is free
+        (the next video, waited for, then up to ``max_batch`` in all that are ready) goes through it in one
+        forward pass. PyAV and torch release the GIL, so decoding overlaps the model's work.
+        """
+        pending: deque[tuple[ScoreRequest, Future[DecodedQuery]]] = deque()
+        queue = iter(requests)
+        with ThreadPoolExecutor(decode_workers, thread_name_prefix="decode") as pool:
+            def top_up() -> None:
+                for request in islice(queue, 2 * max_batch - len(pending)):
+                    pending.append((request, pool.submit(self.decode, request.path, limits)))
+
+            top_up()
+            while pending:
+                ready: list[tuple[ScoreRequest, DecodedQuery]] = []
+                while pending and len(ready) < max_batch and (not ready or pending[0][1].done()):
+                    request, future = pending.popleft()
+                    error = future.exception()
+                    if error is not None:
+                        yield from self._score_ready(ready)
+                        ready = []
+                        yield request, error
+                    else:
+                        ready.append((request, replace(future.result(), labels=request.labels)))
+                top_up()
+                yield from self._score_ready(ready)
+
+    def _score_ready(self, ready: list[tuple[ScoreRequest, DecodedQuery]],
+                     ) -> Iterator[tuple[ScoreRequest, ScoreResult | Exception]]:
+        """One forward pass for the decoded videos; if it fails, each alone, so every failure has its video."""
+        if not ready:
+            return
+        try:
+            results: list[ScoreResult | Exception] = list(self.score_decoded([query for _, query in ready]))
+        except Exception:  # noqa: BLE001 - attributed below, video by video
+            results = []
+            for _, query in ready:
+                try:
+                    results.append(self.score_decoded([query])[0])
+                except Exception as exc:  # noqa: BLE001 - handed to the caller with its video
+                    results.append(exc)
+        yield from zip((request for request, _ in ready), results)
 
     def score_decoded(self, queries: Sequence[DecodedQuery], exclude_ids: frozenset[str] = frozenset(),
                       ) -> list[ScoreResult]:
