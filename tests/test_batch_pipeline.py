@@ -47,7 +47,7 @@ def test_a_batch_of_decoded_videos_gets_each_ones_features(scorer: Scorer, tiny_
 
 
 def test_duplicate_listings_each_get_a_result(scorer: Scorer, tiny_dataset: Path, tmp_path: Path) -> None:
-    video = sorted((tiny_dataset / "videos").glob("*.mp4"))[0]
+    video = min((tiny_dataset / "videos").glob("*.mp4"))
     copy = tmp_path / "again.mp4"
     shutil.copy(video, copy)
     requests = [ScoreRequest(video), ScoreRequest(copy), ScoreRequest(video)]

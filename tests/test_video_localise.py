@@ -162,3 +162,30 @@ def test_window_end_sampling_reaching_before_the_span_still_gets_its_frames(medi
     plain = decode_video(clip, replace(long_window, motion_window=None), end_frame=int(decoded.frame_indices[-1]))
     np.testing.assert_array_equal(decoded.frame_indices, plain.frame_indices)
     np.testing.assert_array_equal(decoded.frames, plain.frames)
+
+
+def _two_bursts(path: Path) -> Path:
+    """A square drifts (frames 10-25), everything stands still for 3 s, then a bigger square races (100-115)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        for index in range(130):
+            image = np.full((120, 160, 3), 90, np.uint8)
+            slow = 10 + 2 * (min(max(index, 10), 25) - 10)
+            image[30:46, slow : slow + 16] = (240, 220, 40)
+            fast = 5 + 8 * (min(max(index, 100), 115) - 100)
+            image[70:100, fast : fast + 30] = (30, 200, 240)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def test_motion_that_returns_after_a_quiet_stretch_gets_its_samples_from_a_second_pass(tmp_path: Path) -> None:
+    path = _two_bursts(tmp_path / "two_bursts.mp4")
+    window = Preprocessing(num_frames=24, resize=64, crop=56, motion_window=MotionWindow(threshold=0.2))
+    decoded = decode_video(path, window)
+    frames, indices, timestamps = _two_pass_reference(path, window)
+    assert indices[0] < 30 and indices[-1] > 100  # the span holds both bursts and the still stretch between
+    np.testing.assert_array_equal(decoded.frame_indices, indices)
+    np.testing.assert_array_equal(decoded.frames, frames)
+    np.testing.assert_array_equal(decoded.timestamps, timestamps)
