@@ -15,8 +15,9 @@ version, the CPU (model and instruction-set flags: inductor compiles for the hos
 from __future__ import annotations
 
 import hashlib
-import time
+import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -78,17 +79,23 @@ def build_package(backbone: I3D, clip_shape: tuple[int, int, int, int], path: Pa
 
 
 class CompiledBackbone(ClipFeatures):
-    """A loaded package: ``forward_features`` and ``extract_clip_features`` as :class:`~models.i3d.I3D`'s."""
+    """A loaded package: ``forward_features`` and ``extract_clip_features`` as :class:`~models.i3d.I3D`'s.
+
+    Loaded again (milliseconds) in a process forked after loading, like the ONNX session.
+    """
 
     def __init__(self, path: Path, in_channels: int, feature_dim: int) -> None:
-        start = time.perf_counter()
-        try:
-            self._runner = torch._inductor.aoti_load_package(str(path))
-        except Exception as exc:  # a damaged or foreign package
-            raise CompiledBackboneError(f"cannot load the compiled backbone {path}: {exc}") from exc
-        self.load_seconds = time.perf_counter() - start
         self.path, self.in_channels, self.feature_dim = Path(path), in_channels, feature_dim
+        self._runner, self._pid = self._load(), os.getpid()
+
+    def _load(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        try:
+            return torch._inductor.aoti_load_package(str(self.path))
+        except Exception as exc:  # a damaged or foreign package
+            raise CompiledBackboneError(f"cannot load the compiled backbone {self.path}: {exc}") from exc
 
     def forward_features(self, clips: torch.Tensor) -> torch.Tensor:
         """(N, 3, L, H, W) float32 on the CPU -> (N, D)."""
+        if self._pid != os.getpid():
+            self._runner, self._pid = self._load(), os.getpid()
         return self._runner(clips.float())

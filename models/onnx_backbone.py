@@ -15,6 +15,8 @@ session is made, so reading these names costs nothing.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -166,11 +168,15 @@ def create_session(onnx_path: Path, device: OnnxDevice = "auto", intra_op_thread
 
 
 class OnnxBackbone(ClipFeatures):
-    """``I3D.forward_features`` / ``extract_clip_features`` for fixed-size clips, run by onnxruntime."""
+    """``I3D.forward_features`` / ``extract_clip_features`` for fixed-size clips, run by onnxruntime.
+
+    A session's thread pool does not survive ``fork`` (a Celery worker loads the model, then forks its pool
+    processes), so a process other than the one that made the session makes its own on first use.
+    """
 
     def __init__(self, session: onnxruntime.InferenceSession, clip_shape: tuple[int, int, int, int],
-                 feature_dim: int) -> None:
-        self.session = session
+                 feature_dim: int, remake: Callable[[], onnxruntime.InferenceSession] | None = None) -> None:
+        self._session, self._pid, self._remake = session, os.getpid(), remake
         self.clip_shape = tuple(clip_shape)
         self.in_channels = clip_shape[0]
         self.feature_dim = feature_dim
@@ -181,8 +187,16 @@ class OnnxBackbone(ClipFeatures):
                        intra_op_threads: int = 0) -> OnnxBackbone:
         """The directory's ``backbone.onnx`` after :func:`check_export` (stale files are refused)."""
         record = check_export(model_dir, config)
-        session = create_session(Path(model_dir) / ONNX_FILE, device, intra_op_threads)
-        return cls(session, record.clip_shape, record.feature_dim)
+        path = Path(model_dir) / ONNX_FILE
+        session = create_session(path, device, intra_op_threads)
+        return cls(session, record.clip_shape, record.feature_dim,
+                   remake=lambda: create_session(path, device, intra_op_threads))
+
+    @property
+    def session(self) -> onnxruntime.InferenceSession:
+        if self._pid != os.getpid() and self._remake is not None:
+            self._session, self._pid = self._remake(), os.getpid()
+        return self._session
 
     @property
     def providers(self) -> list[str]:

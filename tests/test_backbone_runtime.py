@@ -3,8 +3,10 @@ reused while they match, measured again when they differ, and the same scores wh
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
+from contextlib import redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -47,10 +49,20 @@ def test_a_record_from_another_machine_or_torch_is_measured_again(model_dir: Pat
     assert scorer.extractor.runtime == record.chosen == "torch"
 
 
+@pytest.fixture(scope="module")
+def built_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A copy of the tiny model after `aqa runtime` (ONNX export, AOTInductor package, timings), and its output."""
+    copy = tmp_path_factory.mktemp("runtimes") / "model"
+    shutil.copytree(tiny_model_dir, copy, ignore=shutil.ignore_patterns(RUNTIME_RECORD + "*", "compiled"))
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["runtime", str(copy)]) == 0
+    return copy, out.getvalue()
+
+
 def test_aqa_runtime_builds_every_runtime_times_them_and_the_winner_scores_the_same(
-        model_dir: Path, tiny_dataset: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["runtime", str(model_dir)]) == 0
-    printed = capsys.readouterr().out
+        built_model_dir: tuple[Path, str], tiny_dataset: Path) -> None:
+    model_dir, printed = built_model_dir
     record = RuntimeRecord.load(model_dir)
     assert set(record.timings) == {"torch", "compiled", "onnx"} and not record.not_built
     assert f"chosen: {record.chosen}" in printed
