@@ -5,6 +5,7 @@ scorer, the training feature cache and ``aqa bank build`` all extract features t
 runs in one of the runtimes of :mod:`models.backbone_runtime`: eager torch (the fused inference form of
 :class:`~models.i3d.I3D`), the AOTInductor-compiled graph, or the ONNX export in ONNX Runtime; all give
 the same features and the same fingerprint. ``runtime="auto"`` takes the one measured fastest here.
+Loading one also keeps large freed blocks in the heap for reuse (:mod:`models.allocator`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from models.allocator import keep_freed_memory
 from models.backbone_runtime import (
     RUNTIME_SETTINGS,
     Backbone,
@@ -44,6 +46,7 @@ class FeatureExtractor:
                  clips: ClipProtocol, device: torch.device | str = "cpu", clip_batch_size: int | None = None,
                  weights: dict[str, torch.Tensor] | None = None, engine: Backbone | None = None,
                  runtime: Runtime | None = None) -> None:
+        keep_freed_memory()
         if isinstance(backbone, I3D):
             if weights is not None:
                 raise ValueError("weights are only given with an ONNX backbone; an I3D's are its state dict")
@@ -69,6 +72,7 @@ class FeatureExtractor:
         from the current ``backbone.safetensors``: ``aqa runtime``, ``aqa export onnx``); or "auto", the
         runtime ``runtime.json`` records as fastest on this machine, timing the built ones first when the
         record is missing or out of date. ``onnx_threads``: ONNX Runtime's intra-op threads (0: its default)."""
+        keep_freed_memory()  # before the runtimes are timed
         model_dir = Path(model_dir)
         config = config or ModelConfig.load(model_dir)
         if runtime not in RUNTIME_SETTINGS:
