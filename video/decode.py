@@ -140,7 +140,7 @@ def _decode_localised(
         if len(kept) < room:
             kept[k] = _preprocess_frame(frame, preprocessing, sample_aspect, reformatter)
 
-    for index, frame, seconds, sample_aspect in _decoded_frames(path, info, limits, last):
+    for index, frame, seconds, sample_aspect in _decoded_frames(path, info, limits, last, first):
         if index < first:
             continue
         k = index - first
@@ -205,40 +205,89 @@ class _MotionTracker:
 
 
 def _decoded_frames(
-    path: Path, info: VideoInfo, limits: VideoLimits, last: int
+    path: Path, info: VideoInfo, limits: VideoLimits, last: int, first: int = 0
 ) -> Iterator[tuple[int, av.VideoFrame, float, Fraction | None]]:
-    """Frames ``0..last`` as ``(index, frame, seconds after the first frame, sample aspect)``, threaded decode.
+    """Frames ``first..last`` (and possibly some before) as ``(index, frame, seconds after the first frame,
+    sample aspect)``, threaded decode; callers skip indices below ``first``.
 
-    Seconds come from the frame's timestamp, else ``index / fps``, else NaN. Raises
-    :class:`TruncatedVideoError` when decoding fails or the file ends before frame ``last``.
+    When ``first`` lies beyond the first keyframe, decoding starts at the last keyframe at or before it
+    (:func:`_seek_point`) instead of the start. Seconds come from the frame's timestamp, else ``index / fps``,
+    else NaN. Raises :class:`TruncatedVideoError` when decoding fails or the file ends before frame ``last``.
     """
+    point = _seek_point(path, info, limits, first) if first > 0 else None
     decoded = 0
     with open_container(path, limits) as container:
         stream = container.streams[info.stream_index]
         stream.codec_context.thread_type = "AUTO"
         sample_aspect = _valid(stream.sample_aspect_ratio)
         start_seconds: float | None = None
+        index = -1
+        if point is not None:
+            container.seek(point.pts, stream=stream, backward=True, any_frame=False)
+            start_seconds = float(point.first_pts * stream.time_base)
         try:
             for frame in container.decode(stream):
                 if start_seconds is None:
                     start_seconds = frame.time or 0.0
                 check_frame_size(frame.width, frame.height, limits)
+                index = point.index_of(frame.pts, index) if point is not None else decoded
                 if frame.time is not None:
                     seconds = frame.time - start_seconds
                 else:
-                    seconds = decoded / info.fps if info.fps else float("nan")
-                yield decoded, frame, seconds, sample_aspect
-                if decoded == last:
-                    return
+                    seconds = index / info.fps if info.fps else float("nan")
+                yield index, frame, seconds, sample_aspect
                 decoded += 1
+                if index >= last:
+                    return
         except av.FFmpegError as error:
             raise TruncatedVideoError(
-                f"Decoding failed after {decoded} of {info.frame_count} frames: the file looks "
+                f"Decoding failed after {max(index, decoded)} of {info.frame_count} frames: the file looks "
                 f"truncated or damaged ({error.strerror or error})."
             ) from error
     raise TruncatedVideoError(
-        f"The file ends before the video does: it looks truncated (decoded {decoded} of {info.frame_count} frames)."
+        f"The file ends before the video does: it looks truncated (decoded {index + 1 if point else decoded} of "
+        f"{info.frame_count} frames)."
     )
+
+
+@dataclass(frozen=True)
+class _SeekPoint:
+    """Where to start decoding for a frame: the keyframe at or before it, from the file's packet timestamps."""
+
+    pts: int  # the keyframe's presentation timestamp (stream time base)
+    first_pts: int  # frame 0's, for the seconds after the first frame
+    shown_pts: np.ndarray  # every shown frame's, ascending: frame index -> pts
+
+    def index_of(self, pts: int | None, previous: int) -> int:
+        """The frame index of a decoded frame's pts (the next index if the pts is not in the table)."""
+        if pts is not None:
+            at = int(np.searchsorted(self.shown_pts, pts))
+            if at < len(self.shown_pts) and self.shown_pts[at] == pts:
+                return at
+        return previous + 1
+
+
+def _seek_point(path: Path, info: VideoInfo, limits: VideoLimits, first: int) -> _SeekPoint | None:
+    """The last keyframe at or before frame ``first``, from the packets (demuxed, not decoded), or None when
+    seeking would not help (no keyframe after frame 0 up to ``first``) or cannot be trusted (packets without
+    timestamps, or two frames with one timestamp: a frame's index would be ambiguous)."""
+    timestamps: list[int] = []
+    keyframes: list[bool] = []
+    with open_container(path, limits) as container:
+        stream = container.streams[info.stream_index]
+        for packet in container.demux(stream):
+            if not packet.size or packet.is_discard:  # the flush marker, or a frame an edit list hides
+                continue
+            if packet.pts is None:
+                return None
+            timestamps.append(packet.pts)
+            keyframes.append(packet.is_keyframe)
+    order = np.argsort(timestamps, kind="stable")
+    shown = np.asarray(timestamps, dtype=np.int64)[order]
+    keys = np.flatnonzero(np.asarray(keyframes)[order][: first + 1])
+    if len(shown) <= first or len(keys) == 0 or keys[-1] == 0 or np.any(np.diff(shown) <= 0):
+        return None
+    return _SeekPoint(pts=int(shown[keys[-1]]), first_pts=int(shown[0]), shown_pts=shown)
 
 
 def _decode_wanted_frames(
@@ -253,7 +302,7 @@ def _decode_wanted_frames(
     timestamps = np.full(len(wanted), np.nan)
     filled = 0
     reformatter = VideoReformatter()
-    for index, frame, seconds, sample_aspect in _decoded_frames(path, info, limits, int(wanted[-1])):
+    for index, frame, seconds, sample_aspect in _decoded_frames(path, info, limits, int(wanted[-1]), int(wanted[0])):
         if index == wanted[filled]:
             frames[filled] = _preprocess_frame(frame, preprocessing, sample_aspect, reformatter)
             timestamps[filled] = seconds
