@@ -120,7 +120,10 @@ def full_i3d(repeats: int, with_onnx: bool, with_compiled: bool, work: Path) -> 
     conv_peak = max(conv_gflop / timings[name]["min_s"] for name in ("one_conv3d_aten", "one_conv3d_onednn"))
     conv_peak_median = max(conv_gflop / timings[name]["median_s"] for name in ("one_conv3d_aten", "one_conv3d_onednn"))
     networks = [name for name in timings if not name.startswith("one_conv3d")]
+    as_published = _reference_in_own_process(repeats)
     return {
+        "reference_in_own_process_default_allocator": as_published,
+        "served_vs_reference_in_own_process": ratio(as_published, timings["served_torch_eager"]),
         "gflop_per_video": round(flops, 1), "conv3d_gflop": round(conv_gflop, 2), "timings": timings,
         "gflops": {name: {"min": flops / timings[name]["min_s"], "median": flops / timings[name]["median_s"]}
                    for name in networks},
@@ -131,6 +134,38 @@ def full_i3d(repeats: int, with_onnx: bool, with_compiled: bool, work: Path) -> 
         "speedup_vs_reference": {name: ratio(timings["reference_piergiaj_eager"], timings[name]) for name in networks},
         "served_vs_reference_max_abs_diff": difference,
     }
+
+
+_REFERENCE_CHILD = """
+import json, statistics, sys, time
+import torch
+sys.path.insert(0, {repo!r})
+from models.clips import ClipProtocol
+from tests.i3d_layout import reference_layout
+from tests.reference_i3d import piergiaj_mixed_5c, random_checkpoint
+state = random_checkpoint(reference_layout(), seed=3)
+clips = ClipProtocol.core_mtl().split(torch.rand((1, 3, 103, 224, 224), generator=torch.Generator().manual_seed(0)) * 2 - 1)
+seconds = []
+with torch.inference_mode():
+    piergiaj_mixed_5c(state, clips)
+    for _ in range({repeats}):
+        time.sleep(0.3)
+        start = time.perf_counter()
+        piergiaj_mixed_5c(state, clips).mean(dim=(2, 3, 4))
+        seconds.append(time.perf_counter() - start)
+print(json.dumps({{"min_s": min(seconds), "median_s": statistics.median(seconds), "repeats": {repeats}}}))
+"""
+
+
+def _reference_in_own_process(repeats: int) -> dict[str, float]:
+    """The reference as published code runs: its own process, glibc's default allocator (measured after the
+    side-by-side rounds, not interleaved with them)."""
+    import json
+    import sys
+
+    child = subprocess.run([sys.executable, "-c", _REFERENCE_CHILD.format(repo=str(REPO), repeats=repeats)],
+                           capture_output=True, text=True, check=True)
+    return json.loads(child.stdout.strip().splitlines()[-1])
 
 
 def demo_backbone(repeats: int, with_compiled: bool, work: Path) -> dict[str, Any]:
@@ -250,17 +285,32 @@ def batch(repeats: int, work: Path) -> dict[str, Any]:
         "pipelined": lambda: list(scorer.score_stream(requests)),
     }
     timings = side_by_side(contenders, repeats, warmup=0)
+    cores = {name: _cores_used(contenders[name]) for name in ("decode_alone", "compute_alone", "pipelined")}
     bound = {stat: max(timings["decode_alone"][stat], timings["compute_alone"][stat]) for stat in ("min_s", "median_s")}
     serial = [scorer.score(path).score for path in videos]
     piped = [outcome.score for _, outcome in scorer.score_stream(requests)]
     return {
         "videos": f"{len(videos)} synthetic dives, 320x240, 25 fps (aqa synth defaults, seed 7)",
-        "runtime": scorer.extractor.runtime, "timings": timings,
+        "runtime": scorer.extractor.runtime, "timings": timings, "cores_used_once_after": cores,
         "pipelined_over_max_decode_compute": {"min": timings["pipelined"]["min_s"] / bound["min_s"],
                                                "median": timings["pipelined"]["median_s"] / bound["median_s"]},
         "serial_over_pipelined": ratio(timings["serial_before"], timings["pipelined"]),
         "max_abs_score_difference_pipelined_vs_serial": float(np.max(np.abs(np.subtract(serial, piped)))),
     }
+
+
+def _cores_used(function: Any) -> float:
+    """CPU seconds of this process over wall seconds, for one call: how much of the machine a stage keeps busy."""
+    import resource
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    time.sleep(0.3)
+    cpu0, wall0 = cpu(), time.perf_counter()
+    function()
+    return (cpu() - cpu0) / (time.perf_counter() - wall0)
 
 
 def selection(repeats: int, queries: int = 200) -> dict[str, Any]:
