@@ -89,8 +89,10 @@ def _x(pair: dict[str, float]) -> str:
     return f"{pair['min']:.2f} / {pair['median']:.2f}"
 
 
-def _met(ok: bool) -> str:
-    return "met" if ok else "**missed**"
+def _met(by_min: bool, by_median: bool) -> str:
+    """The goal judged on the least disturbed run and on the typical one."""
+    word = {True: "met", False: "**missed**"}
+    return f"min: {word[by_min]}, median: {word[by_median]}"
 
 
 def render(r: dict[str, Any]) -> str:
@@ -129,8 +131,8 @@ def render(r: dict[str, Any]) -> str:
             f"{_x(speed)} x the reference in this process, {_x(own)} x in its own; "
             f"{f['gflops']['served_torch_eager']['min']:.0f} / {f['gflops']['served_torch_eager']['median']:.0f} "
             f"GFLOP/s = {share['min']:.0%} / {share['median']:.0%} of the Conv3d; {others} | >= 2.0 x, >= 75 % | "
-            f"{_met(speed['min'] >= 2.0 and share['min'] >= 0.75)} in this process; "
-            f"{_met(own['min'] >= 2.0 and share['min'] >= 0.75)} against the reference as published |")
+            f"in this process {_met(speed['min'] >= 2.0 and share['min'] >= 0.75, speed['median'] >= 2.0 and share['median'] >= 0.75)}; "
+            f"against the reference as published {_met(own['min'] >= 2.0 and share['min'] >= 0.75, own['median'] >= 2.0 and share['median'] >= 0.75)} |")
     if "demo_backbone" in r:
         d = r["demo_backbone"]
         t = d["timings"]
@@ -158,7 +160,7 @@ def render(r: dict[str, Any]) -> str:
             + f" | one pass {fps['one_pass']['best']:.0f} / {fps['one_pass']['median']:.0f} fps = "
             f"{_x(d['one_pass_vs_two_passes'])} x two passes"
             + (f", {_x(vs_cli)} x the ffmpeg CLI" if vs_cli else "")
-            + f" | one pass, >= 1.0 x the ffmpeg CLI | {_met(bool(vs_cli) and vs_cli['min'] >= 1.0)} |")
+            + f" | one pass, >= 1.0 x the ffmpeg CLI | {_met(bool(vs_cli) and vs_cli['min'] >= 1.0, bool(vs_cli) and vs_cli['median'] >= 1.0)} |")
     if "batch" in r:
         b = r["batch"]
         t = b["timings"]
@@ -169,8 +171,7 @@ def render(r: dict[str, Any]) -> str:
             f"{_x(over)} x max(decode, compute), {_x(b['serial_over_pipelined'])} x faster than serial; cores kept "
             f"busy (CPU / wall, one more call each): "
             + ", ".join(f"{n} {v:.2f}" for n, v in b["cores_used_once_after"].items())
-            + " | <= 1.15 x | "
-            f"{_met(over['min'] <= 1.15)} |")
+            + f" | <= 1.15 x | {_met(over['min'] <= 1.15, over['median'] <= 1.15)} |")
     if "selection" in r:
         s = r["selection"]
         q = s["per_query_ms"]
@@ -180,7 +181,7 @@ def render(r: dict[str, Any]) -> str:
             f"{q['loop_difficulty_estimated']['min']:.2f} / {q['loop_difficulty_estimated']['median']:.2f} ms | index "
             f"{q['index_difficulty_given']['min']:.3f} / {q['index_difficulty_given']['median']:.3f} ms; estimated "
             f"{q['index_difficulty_estimated']['min']:.3f} / {q['index_difficulty_estimated']['median']:.3f} ms | "
-            f"< 0.5 ms | {_met(q['index_difficulty_given']['min'] < 0.5)} |")
+            f"< 0.5 ms | {_met(q['index_difficulty_given']['min'] < 0.5, q['index_difficulty_given']['median'] < 0.5)} |")
     lines.append("| `POST /v1/scores?wait=60` overhead | not measured by this script (the completion-signal "
                  "work is another branch's) | | p99 < 30 ms | |")
     if "gpu_on_paper" in r:
