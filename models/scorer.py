@@ -7,16 +7,15 @@ One implementation for every caller (CLI, embedded worker, Celery task, ``aqa ba
 Multi-exemplar voting (CoRe, Yu et al. 2021, Sec. 3.3): s = (1/M) sum_m (R(f, f_m) + s_m). Exemplar
 features come from the bank; the M head evaluations run as one batch. Several decoded videos can be
 scored together (:meth:`Scorer.score_decoded`): their clips go through the backbone in one forward pass,
-then each votes on its own; :meth:`Scorer.score_stream` decodes ahead in other processes meanwhile.
+then each votes on its own; :meth:`Scorer.score_stream` decodes ahead in other threads meanwhile.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
@@ -35,7 +34,7 @@ from models.heads import ScoringHead, build_head
 from models.lav import alignment_path
 from models.model_dir import BANK_DIR, HEAD_WEIGHTS, ModelConfig, ModelDirError
 from models.results import ExemplarVote, Interval, ModelRef, ScoreResult, VideoSummary
-from video.decode import DecodedVideo, VideoLimits, decode_video, decode_video_timed
+from video.decode import DecodedVideo, VideoLimits, decode_video
 from video.probe import DEFAULT_LIMITS
 
 DIFFICULTY_NEIGHBOURS = 10
@@ -135,24 +134,17 @@ class Scorer:
                      ) -> Iterator[tuple[ScoreRequest, ScoreResult | Exception]]:
         """Score many videos, pipelined; yields ``(request, result or the exception it raised)`` in request order.
 
-        ``decode_workers`` processes decode ahead (at most ``2 * max_batch`` videos held decoded) while this
-        process runs the backbone and the votes on those already decoded; whatever is decoded when the
-        backbone is free (the next video, waited for, then up to ``max_batch`` in all that are ready) goes
-        through it in one forward pass. Processes, not threads: decoding threads and the voting code compete
-        for the GIL, and on 2 cores a thread pipeline took as long as decoding and computing one after the
-        other (4.48 s against 2.45 + 1.96 s for 50 dives) where decoding processes took 3.05 s. They are
-        spawned (a process that has run torch or ONNX Runtime threads cannot be forked safely) and import
-        no torch, so they start in a fraction of a second; as with any spawned process, a script calling this
-        must guard its entry point with ``if __name__ == "__main__":``.
+        ``decode_workers`` threads decode ahead (at most ``2 * max_batch`` videos held decoded) while this thread
+        runs the backbone and the votes on those already decoded; whatever is decoded when the backbone is free
+        (the next video, waited for, then up to ``max_batch`` in all that are ready) goes through it in one
+        forward pass.
         """
-        pending: deque[tuple[ScoreRequest, Future[tuple[DecodedVideo, float]]]] = deque()
+        pending: deque[tuple[ScoreRequest, Future[DecodedQuery]]] = deque()
         queue = iter(requests)
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(decode_workers, mp_context=context) as pool:
+        with ThreadPoolExecutor(decode_workers, thread_name_prefix="decode") as pool:
             def top_up() -> None:
                 for request in islice(queue, 2 * max_batch - len(pending)):
-                    pending.append((request, pool.submit(decode_video_timed, request.path, self.preprocessing,
-                                                         limits)))
+                    pending.append((request, pool.submit(self.decode, request.path, limits)))
 
             top_up()
             while pending:
@@ -165,8 +157,7 @@ class Scorer:
                         ready = []
                         yield request, error
                     else:
-                        decoded, seconds = future.result()
-                        ready.append((request, DecodedQuery(decoded, request.labels, seconds)))
+                        ready.append((request, replace(future.result(), labels=request.labels)))
                 top_up()
                 yield from self._score_ready(ready)
 

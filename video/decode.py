@@ -17,7 +17,6 @@ compete for the cores.
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -96,13 +95,6 @@ def decode_video(
         return _decode_localised(path, info, first, last, preprocessing, preprocessing.motion_window, limits)
     indices = sample_frame_indices(first, last, preprocessing.num_frames, preprocessing.sampling)
     return _decode_sampled(path, info, indices, preprocessing, limits)
-
-
-def decode_video_timed(path: Path, preprocessing: Preprocessing, limits: VideoLimits = DEFAULT_LIMITS,
-                       ) -> tuple[DecodedVideo, float]:
-    """:func:`decode_video` and its seconds (for decoding in another process: this module does not import torch)."""
-    start = time.perf_counter()
-    return decode_video(path, preprocessing, limits), time.perf_counter() - start
 
 
 def _decode_sampled(
