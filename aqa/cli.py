@@ -49,7 +49,8 @@ class CliError(Exception):
 # Errors whose message already tells the user what is wrong (bad files, models, datasets, banks).
 USER_ERRORS = frozenset({
     "DatasetError", "UnsafePickleError", "ModelDirError", "BankError", "BankMismatchError", "WeightImportError",
-    "RenderError", "ProtocolError", "OnnxBackboneError", "OnnxExportError", "CheckpointError", "ProfileError",
+    "RenderError", "ProtocolError", "OnnxBackboneError", "OnnxExportError", "CompiledBackboneError", "CheckpointError",
+    "ProfileError",
 })
 # The names of training.protocols.PROTOCOLS, listed here so `aqa --help` does not import the training code.
 _PROTOCOL_NAMES = ("core-mtl", "tpt-mtl", "core-aqa7", "tsa-finediving")
@@ -84,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "exemplar bank knows)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
-                   help="backbone runtime; onnx runs MODEL/backbone.onnx (made by `aqa export onnx`) in onnxruntime")
+    p.add_argument("--runtime", choices=["auto", "torch", "compiled", "onnx"], default="auto",
+                   help="backbone runtime; auto: the fastest measured here (MODEL/runtime.json, see `aqa runtime`)")
     p.set_defaults(run=_score)
 
     p = sub.add_parser("synth", help="render a synthetic dive dataset (videos + labels.csv)")
@@ -205,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_dir", type=Path)
     p.add_argument("--opset", type=int, default=None, help="ONNX opset, 18 or later (default 18)")
     p.set_defaults(run=_export_onnx)
+
+    p = sub.add_parser("runtime", help="build every backbone runtime (ONNX, compiled), time them, record the fastest")
+    p.add_argument("model_dir", type=Path)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(run=_runtime)
 
     p = sub.add_parser("serve", help="run the scoring API (embedded workers unless AQA_BROKER_URL is set)")
     p.add_argument("--host", help="address to bind (AQA_HOST, default 127.0.0.1)")
@@ -581,6 +587,19 @@ def _export_onnx(args: argparse.Namespace) -> int:
     print(f"wrote {args.model_dir / ONNX_FILE} (opset {record.opset}, input {list(record.input_shape)}); "
           f"onnxruntime vs torch: max abs diff {check.max_abs_diff:.2g} at feature scale {check.max_abs_feature:.3g}. "
           f"Use it with `aqa score --runtime onnx` or AQA_RUNTIME=onnx.")
+    return 0
+
+
+def _runtime(args: argparse.Namespace) -> int:
+    from training.runtimes import build_and_measure
+
+    record, problems = build_and_measure(args.model_dir, device=args.device)
+    for name, timing in record.timings.items():
+        print(f"{name:9} {timing.median_s * 1000:9.1f} ms per video (min {timing.min_s * 1000:.1f}, "
+              f"{timing.repeats} runs; load {timing.load_s:.2f} s)")
+    for problem in problems:
+        print(f"not built: {problem}")
+    print(f"chosen: {record.chosen} (recorded in {args.model_dir / 'runtime.json'})")
     return 0
 
 

@@ -2,19 +2,29 @@
 
 The one place that applies a model's recorded preprocessing and clip protocol to its backbone: the
 scorer, the training feature cache and ``aqa bank build`` all extract features through it. The backbone
-runs in torch (:class:`~models.i3d.I3D`) or, from the model directory's ONNX export, in onnxruntime
-(:class:`~models.onnx_backbone.OnnxBackbone`); both give the same features and the same fingerprint.
+runs in one of the runtimes of :mod:`models.backbone_runtime`: eager torch (the fused inference form of
+:class:`~models.i3d.I3D`), the AOTInductor-compiled graph, or the ONNX export in ONNX Runtime; all give
+the same features and the same fingerprint. ``runtime="auto"`` takes the one measured fastest here.
+Loading one also keeps large freed blocks in the heap for reuse (:mod:`models.allocator`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from models.allocator import keep_freed_memory
+from models.backbone_runtime import (
+    RUNTIME_SETTINGS,
+    Backbone,
+    Runtime,
+    RuntimeSetting,
+    choose_runtime,
+    load_backbone,
+)
 from models.clips import ClipProtocol
 from models.i3d import I3D
 from models.model_dir import BACKBONE_WEIGHTS, BackboneConfig, ModelConfig, ModelDirError, feature_fingerprint
@@ -22,32 +32,33 @@ from models.onnx_backbone import OnnxBackbone
 from video.decode import DecodedVideo
 from video.preprocessing import Preprocessing
 
-Runtime = Literal["torch", "onnx"]
-RUNTIMES: tuple[str, ...] = ("torch", "onnx")
-
 
 class FeatureExtractor:
-    """A backbone in eval mode with its preprocessing and clip protocol.
+    """A backbone with its preprocessing and clip protocol.
 
-    An :class:`OnnxBackbone` holds no tensors: pass the ``weights`` it was exported from, which the
-    fingerprint names (an I3D's fingerprint names its own state dict). The ONNX backbone picks its
-    execution provider itself; its input stays on the CPU.
+    ``backbone`` is the source of the weights: an :class:`I3D` (put in eval mode; its state dict names the
+    features) or, for callers that hold only an export, an :class:`OnnxBackbone` with the ``weights`` it was
+    exported from. ``engine`` is what runs, in ``runtime``; by default the I3D's fused inference form in
+    eager torch, or the ONNX backbone itself. Non-torch engines take their input on the CPU.
     """
 
     def __init__(self, backbone: I3D | OnnxBackbone, config: BackboneConfig, preprocessing: Preprocessing,
                  clips: ClipProtocol, device: torch.device | str = "cpu", clip_batch_size: int | None = None,
-                 weights: dict[str, torch.Tensor] | None = None) -> None:
+                 weights: dict[str, torch.Tensor] | None = None, engine: Backbone | None = None,
+                 runtime: Runtime | None = None) -> None:
+        keep_freed_memory()
         if isinstance(backbone, I3D):
             if weights is not None:
                 raise ValueError("weights are only given with an ONNX backbone; an I3D's are its state dict")
             self.backbone: I3D | OnnxBackbone = backbone.eval().to(device)
-            self.runtime: Runtime = "torch"
-            self.device = torch.device(device)
             weights = backbone.state_dict()
+            self.engine: Backbone = engine if engine is not None else self.backbone.fused()
+            self.runtime: Runtime = runtime or "torch"
         else:
             if weights is None:
                 raise ValueError("an ONNX backbone needs the weights it was exported from, for the fingerprint")
-            self.backbone, self.runtime, self.device = backbone, "onnx", torch.device("cpu")
+            self.backbone, self.engine, self.runtime = backbone, backbone, "onnx"
+        self.device = torch.device(device) if self.runtime == "torch" else torch.device("cpu")
         self.config = config
         self.preprocessing = preprocessing
         self.clips = clips
@@ -56,23 +67,29 @@ class FeatureExtractor:
 
     @classmethod
     def from_model_dir(cls, model_dir: Path, device: str = "cpu", config: ModelConfig | None = None,
-                       runtime: Runtime = "torch", onnx_threads: int = 0) -> FeatureExtractor:
-        """Load the backbone in ``runtime``: "torch", or "onnx" (``backbone.onnx``, refused when it was not
-        exported from the current ``backbone.safetensors``; ``onnx_threads`` intra-op threads, 0: default)."""
+                       runtime: RuntimeSetting = "torch", onnx_threads: int = 0) -> FeatureExtractor:
+        """Load the backbone in ``runtime``: "torch"; "compiled" or "onnx" (their files must be built and made
+        from the current ``backbone.safetensors``: ``aqa runtime``, ``aqa export onnx``); or "auto", the
+        runtime ``runtime.json`` records as fastest on this machine, timing the built ones first when the
+        record is missing or out of date. ``onnx_threads``: ONNX Runtime's intra-op threads (0: its default)."""
+        keep_freed_memory()  # before the runtimes are timed
         model_dir = Path(model_dir)
         config = config or ModelConfig.load(model_dir)
-        if runtime not in RUNTIMES:
-            raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+        if runtime not in RUNTIME_SETTINGS:
+            raise ValueError(f"runtime must be one of {RUNTIME_SETTINGS}, got {runtime!r}")
         weights = model_dir / BACKBONE_WEIGHTS
         if not weights.is_file():
             raise ModelDirError(f"{model_dir} is missing {BACKBONE_WEIGHTS}")
-        state = load_file(str(weights))
-        if runtime == "onnx":
-            onnx = OnnxBackbone.from_model_dir(model_dir, config, device=device, intra_op_threads=onnx_threads)
-            return cls(onnx, config.backbone, config.preprocessing_obj, config.clip_protocol, weights=state)
         backbone = I3D(width=config.backbone.width, padding=config.backbone.padding)
-        backbone.load_state_dict(state, strict=True)
-        return cls(backbone, config.backbone, config.preprocessing_obj, config.clip_protocol, device)
+        backbone.load_state_dict(load_file(str(weights)), strict=True)
+        backbone.eval().to(device)
+        if runtime == "auto":
+            choice = choose_runtime(model_dir, config, backbone, device, onnx_threads)
+            engine, chosen = choice.backbone, choice.runtime
+        else:
+            engine, chosen = load_backbone(runtime, model_dir, config, backbone, device, onnx_threads), runtime
+        return cls(backbone, config.backbone, config.preprocessing_obj, config.clip_protocol, device, engine=engine,
+                   runtime=chosen)
 
     def __call__(self, decoded: DecodedVideo) -> torch.Tensor:
         """uint8 frames (T, H, W, 3) -> per-clip features (num_clips, D) on the CPU."""
@@ -80,9 +97,11 @@ class FeatureExtractor:
 
     @torch.inference_mode()
     def from_frames(self, frames: np.ndarray) -> torch.Tensor:
-        """Decoded uint8 frames of B videos (B, T, H, W, 3) -> per-clip features (B, num_clips, D) on the CPU."""
+        """Decoded uint8 frames of B videos (B, T, H, W, 3) -> per-clip features (B, num_clips, D) on the CPU.
+
+        All B videos' clips go through the backbone together (``clip_batch_size`` at a time, if set)."""
         video = self.preprocessing.normalize(frames).to(self.device)
         kinetics_range = self.preprocessing.normalization == "kinetics"
-        features = self.backbone.extract_clip_features(video, self.clips, batch_size=self.clip_batch_size,
-                                                       check_range=kinetics_range)
+        features = self.engine.extract_clip_features(video, self.clips, batch_size=self.clip_batch_size,
+                                                     check_range=kinetics_range)
         return features.cpu()

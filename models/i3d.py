@@ -52,6 +52,7 @@ strided layer then sees an even size, as with CoRe's 16 x 224 x 224 clips) and d
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -120,10 +121,15 @@ def static_same_padding(kernel: int, stride: int) -> tuple[int, int]:
 
 def pad_same(x: torch.Tensor, kernel: Triple, stride: Triple, mode: PaddingMode = "tf_same") -> torch.Tensor:
     """Zero-pad (N, C, T, H, W) for a "SAME" window of ``kernel`` / ``stride`` (no copy if no pad)."""
-    pads: list[int] = []
-    for size, k, s in reversed(list(zip(x.shape[2:], kernel, stride))):  # F.pad wants W, H, T
-        pads.extend(same_padding(size, k, s) if mode == "tf_same" else static_same_padding(k, s))
-    return F.pad(x, pads) if any(pads) else x
+    pads = [p for pair in reversed(same_pads(tuple(x.shape[2:]), kernel, stride, mode)) for p in pair]
+    return F.pad(x, pads) if any(pads) else x  # F.pad wants W, H, T
+
+
+def same_pads(sizes: tuple[int, ...], kernel: Triple, stride: Triple, mode: PaddingMode) -> list[tuple[int, int]]:
+    """(front, back) of each of T, H, W for a "SAME" window of ``kernel`` / ``stride`` on ``sizes``."""
+    if mode == "tf_same":
+        return [same_padding(n, k, s) for n, k, s in zip(sizes, kernel, stride)]
+    return [static_same_padding(k, s) for k, s in zip(kernel, stride)]
 
 
 def _check_padding(padding: str) -> None:
@@ -238,7 +244,37 @@ class InceptionModule(nn.Module):
         )
 
 
-class I3D(nn.Module):
+class ClipFeatures:
+    """``extract_clip_features`` for a module with ``in_channels`` and ``forward_features``."""
+
+    in_channels: int
+    forward_features: Callable[[torch.Tensor], torch.Tensor]
+
+    def extract_clip_features(
+        self,
+        video: torch.Tensor,
+        clips: ClipProtocol,
+        batch_size: int | None = None,
+        check_range: bool = True,
+    ) -> torch.Tensor:
+        """(C, T, H, W) or (B, C, T, H, W) -> (B, num_clips, feature_dim), one feature per clip.
+
+        Clips are cut as in :meth:`ClipProtocol.split` (row ``b * num_clips + k``) and run
+        ``batch_size`` at a time (all at once if None), so at most ``batch_size`` clips are in memory.
+        ``check_range`` rejects input outside [-1.5, 1.5] (e.g. raw [0, 255] pixels); pass False for
+        other normalisations such as ImageNet mean/std. Gradients and train/eval mode are the caller's.
+        """
+        if video.dim() not in (4, 5):
+            raise ValueError(f"video must be (C, T, H, W) or (B, C, T, H, W), got {tuple(video.shape)}")
+        batched = video if video.dim() == 5 else video.unsqueeze(0)
+        if batched.shape[1] != self.in_channels:
+            raise ValueError(f"video must have {self.in_channels} channels, got shape {tuple(video.shape)}")
+        if check_range:
+            check_input_range(batched)
+        return clips.run(self.forward_features, batched, batch_size)
+
+
+class I3D(ClipFeatures, nn.Module):
     """I3D with the piergiaj state-dict layout and an optional channel width multiplier.
 
     ``width`` scales every channel count with :func:`scale_channels` (same modules, same key names);
@@ -306,28 +342,9 @@ class I3D(nn.Module):
         pooled = self.forward_features(x)[:, :, None, None, None]
         return self.logits(self.dropout(pooled)).flatten(1)
 
-    def extract_clip_features(
-        self,
-        video: torch.Tensor,
-        clips: ClipProtocol,
-        batch_size: int | None = None,
-        check_range: bool = True,
-    ) -> torch.Tensor:
-        """(C, T, H, W) or (B, C, T, H, W) -> (B, num_clips, feature_dim), one feature per clip.
-
-        Clips are cut as in :meth:`ClipProtocol.split` (row ``b * num_clips + k``) and run
-        ``batch_size`` at a time (all at once if None), so at most ``batch_size`` clips are in memory.
-        ``check_range`` rejects input outside [-1.5, 1.5] (e.g. raw [0, 255] pixels); pass False for
-        other normalisations such as ImageNet mean/std. Gradients and train/eval mode are the caller's.
-        """
-        if video.dim() not in (4, 5):
-            raise ValueError(f"video must be (C, T, H, W) or (B, C, T, H, W), got {tuple(video.shape)}")
-        batched = video if video.dim() == 5 else video.unsqueeze(0)
-        if batched.shape[1] != self.in_channels:
-            raise ValueError(f"video must have {self.in_channels} channels, got shape {tuple(video.shape)}")
-        if check_range:
-            check_input_range(batched)
-        return clips.run(self.forward_features, batched, batch_size)
+    def fused(self, kernels: Kernels | None = None) -> FusedI3D:
+        """The inference form of these weights (:class:`FusedI3D`): same features, less work."""
+        return FusedI3D(self, kernels)
 
 
 def check_input_range(video: torch.Tensor) -> None:
@@ -336,3 +353,197 @@ def check_input_range(video: torch.Tensor) -> None:
     if not (low >= -INPUT_LIMIT and high <= INPUT_LIMIT):
         raise ValueError(f"video values span [{low.item():.3g}, {high.item():.3g}]; the Kinetics I3D expects "
                          "input in [-1, 1] (pixels / 127.5 - 1)")
+
+
+# ---------------------------------------------------------------- the inference form
+
+
+def fold_batch_norm(unit: Unit3D) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A unit's conv weight and bias with its eval-mode BatchNorm folded in, in float32.
+
+    BN(conv(x, w)) = conv(x, w * g) + (beta - mu * g), g = gamma / sqrt(var + eps) per output channel
+    (eval-mode BatchNorm is an affine map; Ioffe & Szegedy 2015, Sec. 3.1). Computed in float64.
+    """
+    weight = unit.conv3d.weight.detach().double()
+    bias = unit.conv3d.bias.detach().double() if unit.conv3d.bias is not None else None
+    if unit.bn is None:
+        return weight.float(), None if bias is None else bias.float()
+    bn = unit.bn
+    scale = bn.weight.detach().double() / torch.sqrt(bn.running_var.detach().double() + bn.eps)
+    shift = bn.bias.detach().double() - bn.running_mean.detach().double() * scale
+    if bias is not None:
+        shift = shift + bias * scale
+    return (weight * scale.view(-1, 1, 1, 1, 1)).float(), shift.float()
+
+
+def _symmetric(pads: list[tuple[int, int]]) -> tuple[int, int, int] | None:
+    """The conv's own zero padding for per-dimension (front, back) pads, or None when they are asymmetric."""
+    return tuple(front for front, _ in pads) if all(front == back for front, back in pads) else None
+
+
+Kernels = Literal["onednn", "aten"]
+
+
+def default_kernels(device: torch.device | str) -> Kernels:
+    """"onednn" on a CPU whose torch build has oneDNN (mkldnn), else "aten" (CUDA, or builds without it)."""
+    return "onednn" if torch.device(device).type == "cpu" and torch.backends.mkldnn.is_available() else "aten"
+
+
+class FusedUnit3D(nn.Module):
+    """:class:`Unit3D` for inference: BatchNorm folded into the conv (:func:`fold_batch_norm`), the ReLU fused,
+    and the SAME pads handed to the convolution, which pads without a copy when they are symmetric (every
+    stride-1 unit: its kernel is odd). Asymmetric pads, which only the strided stem has, are laid out by
+    :class:`FusedI3D` with its input; anywhere else they fall back to a padded copy.
+
+    ``kernels="onednn"`` (CPU) calls oneDNN's convolution with the bias and ReLU as post-ops and its weight
+    reordered once into oneDNN's blocked layout, as inductor does for frozen CPU graphs; the generic
+    convolution dispatch would send units with few input channels to a slow im2col path and make a
+    contiguous output that drops the channels-last layout. ``"aten"``: ``F.conv3d`` then an in-place ReLU.
+    """
+
+    def __init__(self, unit: Unit3D, kernels: Kernels = "aten") -> None:
+        super().__init__()
+        weight, bias = fold_batch_norm(unit)
+        device = unit.conv3d.weight.device
+        self.weight = nn.Parameter(weight.to(device), requires_grad=False)
+        self.bias = nn.Parameter(bias.to(device), requires_grad=False) if bias is not None else None
+        self.kernel, self.stride, self.padding = unit.kernel, unit.stride, unit.padding
+        self.activation, self.kernels = unit.activation, kernels
+        self._packed: torch.Tensor | None = None
+        if kernels == "onednn":
+            sizes = tuple(max(8, k) for k in self.kernel)  # nominal: the blocked layout depends on the channels
+            pads = [p for p, _ in self.pads(sizes)]
+            self._packed = torch._C._nn.mkldnn_reorder_conv3d_weight(
+                self.weight.detach().to_mkldnn(), pads, list(self.stride), [1, 1, 1], 1, [1, weight.shape[1], *sizes])
+
+    def pads(self, sizes: tuple[int, ...]) -> list[tuple[int, int]]:
+        return same_pads(sizes, self.kernel, self.stride, self.padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        symmetric = _symmetric(self.pads(tuple(x.shape[2:])))
+        if symmetric is None:
+            return self.forward_padded(pad_same(x, self.kernel, self.stride, self.padding))
+        return self._conv(x, symmetric)
+
+    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
+        """The unit on an input that already holds its SAME pads."""
+        return self._conv(x, (0, 0, 0))
+
+    def _conv(self, x: torch.Tensor, padding: tuple[int, int, int]) -> torch.Tensor:
+        if self._packed is not None:
+            return torch.ops.mkldnn._convolution_pointwise(
+                x, self._packed, self.bias, list(padding), list(self.stride), [1, 1, 1], 1,
+                "relu" if self.activation else "none", [], "")
+        x = F.conv3d(x, self.weight, self.bias, self.stride, padding)
+        return F.relu_(x) if self.activation else x
+
+
+class FusedMaxPool3d(nn.Module):
+    """:class:`MaxPool3dSame` without the padded copy.
+
+    A window that overhangs the input is what max-pool's own padding (-inf) and ``ceil_mode`` give; that
+    equals zero padding because every pool here follows a ReLU (inputs >= 0) and every window keeps at
+    least one input cell. So (front, back) pads become ``padding=front`` with whichever ``ceil_mode`` yields
+    the same number of windows as the explicit pads; windows start at the same cells either way. Sizes
+    where no such form exists fall back to the padded copy.
+    """
+
+    def __init__(self, pool: MaxPool3dSame) -> None:
+        super().__init__()
+        self.kernel, self.stride, self.padding = pool.kernel, pool.stride, pool.padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        form = self._unpadded_form(tuple(x.shape[2:]))
+        if form is None:
+            padded = pad_same(x, self.kernel, self.stride, self.padding)
+            return F.max_pool3d(padded, self.kernel, self.stride, ceil_mode=self.padding == "static_same")
+        padding, ceil_mode = form
+        return F.max_pool3d(x, self.kernel, self.stride, padding, ceil_mode=ceil_mode)
+
+    def _unpadded_form(self, sizes: tuple[int, ...]) -> tuple[tuple[int, int, int], bool] | None:
+        pads = same_pads(sizes, self.kernel, self.stride, self.padding)
+        explicit_ceil = self.padding == "static_same"
+        wanted = [_pool_windows(n + f + b, k, s, 0, explicit_ceil) for n, (f, b), k, s
+                  in zip(sizes, pads, self.kernel, self.stride)]
+        fronts = tuple(f for f, _ in pads)
+        if any(2 * f > k for f, k in zip(fronts, self.kernel)):  # max_pool3d allows pads up to half the kernel
+            return None
+        for ceil_mode in (False, True):
+            counts = [_pool_windows(n, k, s, f, ceil_mode) for n, f, k, s in zip(sizes, fronts, self.kernel, self.stride)]
+            if counts == wanted:
+                return fronts, ceil_mode
+        return None
+
+
+def _pool_windows(size: int, kernel: int, stride: int, pad: int, ceil_mode: bool) -> int:
+    """Output length of a max-pool as PyTorch computes it (a ceil-mode window must start inside the input
+    or its front pad)."""
+    span = size + 2 * pad - kernel
+    count = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (count - 1) * stride >= size + pad:
+        count -= 1
+    return count
+
+
+class FusedInception(nn.Module):
+    """:class:`InceptionModule` of fused units; the branch-3 pool pads without a copy (3x3x3 / 1)."""
+
+    def __init__(self, module: InceptionModule, kernels: Kernels) -> None:
+        super().__init__()
+        for name in ("b0", "b1a", "b1b", "b2a", "b2b", "b3b"):
+            setattr(self, name, FusedUnit3D(getattr(module, name), kernels))
+        self.b3a = FusedMaxPool3d(module.b3a)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat(
+            [self.b0(x), self.b1b(self.b1a(x)), self.b2b(self.b2a(x)), self.b3b(self.b3a(x))], dim=1
+        )
+
+
+class FusedI3D(ClipFeatures, nn.Module):
+    """The inference form of an :class:`I3D`: its ``forward_features`` and ``extract_clip_features``, same
+    values to float32 rounding, with no BatchNorm, no separate ReLU pass and no padded copies.
+
+    Made by :meth:`I3D.fused` from eval-mode weights (later changes to the I3D do not reach it); it has no
+    classifier and no training mode. The stem's asymmetric SAME pads (7x7x7 / 2 on even sizes: (2, 3)) are
+    laid out with the input: it is copied once into a zeroed, padded buffer, the copy the channels-last
+    layout costs anyway.
+    """
+
+    def __init__(self, backbone: I3D, kernels: Kernels | None = None) -> None:
+        super().__init__()
+        self.kernels = kernels or default_kernels(next(backbone.parameters()).device)
+        self.in_channels, self.feature_dim = backbone.in_channels, backbone.feature_dim
+        self.width, self.padding, self.channels_last = backbone.width, backbone.padding, backbone.channels_last
+        for name in _STAGES:
+            stage = getattr(backbone, name)
+            if isinstance(stage, Unit3D):
+                setattr(self, name, FusedUnit3D(stage, self.kernels))
+            elif isinstance(stage, MaxPool3dSame):
+                setattr(self, name, FusedMaxPool3d(stage))
+            else:
+                setattr(self, name, FusedInception(stage, self.kernels))
+        self.eval()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, T, H, W) in [-1, 1] -> (N, feature_dim), as :meth:`I3D.forward_features`."""
+        if x.dim() != 5 or x.shape[1] != self.in_channels:
+            raise ValueError(f"I3D expects (N, {self.in_channels}, T, H, W), got {tuple(x.shape)}")
+        stem: FusedUnit3D = self.Conv3d_1a_7x7
+        x = stem.forward_padded(self._padded_input(x, stem.pads(tuple(x.shape[2:]))))
+        for name in _STAGES[1:]:
+            x = getattr(self, name)(x)
+        return x.mean(dim=(2, 3, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)
+
+    def _padded_input(self, x: torch.Tensor, pads: list[tuple[int, int]]) -> torch.Tensor:
+        """``x`` copied into a zero buffer with ``pads`` around T, H, W, channels-last if the model is."""
+        (tf, tb), (hf, hb), (wf, wb) = pads
+        n, c, t, h, w = x.shape
+        layout = torch.channels_last_3d if self.channels_last else torch.contiguous_format
+        padded = torch.empty((n, c, t + tf + tb, h + hf + hb, w + wf + wb), dtype=x.dtype, device=x.device,
+                             memory_format=layout).zero_()
+        padded[:, :, tf : tf + t, hf : hf + h, wf : wf + w] = x
+        return padded

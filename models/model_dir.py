@@ -119,6 +119,13 @@ class ModelConfig(BaseModel):
             raise ModelDirError(f"{path} is not a valid model configuration:\n{exc}") from exc
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a ``.partial`` file renamed over it: readers never see half a file."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    partial.replace(path)
+
+
 def feature_fingerprint(
     backbone_state: dict[str, torch.Tensor], backbone: BackboneConfig, preprocessing: Preprocessing,
     clips: ClipProtocol,

@@ -15,6 +15,8 @@ session is made, so reading these names costs nothing.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -22,10 +24,9 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field, ValidationError
 
-from models.clips import ClipProtocol
 from models.file_hash import file_sha256
-from models.i3d import check_input_range
-from models.model_dir import BACKBONE_WEIGHTS, ModelConfig, ModelDirError
+from models.i3d import ClipFeatures
+from models.model_dir import BACKBONE_WEIGHTS, ModelConfig, ModelDirError, write_atomically
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -84,10 +85,7 @@ class OnnxExportRecord(BaseModel):
         return self.input_shape[1:]
 
     def save(self, model_dir: Path) -> None:
-        path = Path(model_dir) / ONNX_RECORD
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(self.model_dump_json(indent=2) + "\n")
-        partial.replace(path)
+        write_atomically(Path(model_dir) / ONNX_RECORD, self.model_dump_json(indent=2) + "\n")
 
     @classmethod
     def load(cls, model_dir: Path) -> OnnxExportRecord:
@@ -169,12 +167,16 @@ def create_session(onnx_path: Path, device: OnnxDevice = "auto", intra_op_thread
     return session
 
 
-class OnnxBackbone:
-    """``I3D.forward_features`` / ``extract_clip_features`` for fixed-size clips, run by onnxruntime."""
+class OnnxBackbone(ClipFeatures):
+    """``I3D.forward_features`` / ``extract_clip_features`` for fixed-size clips, run by onnxruntime.
+
+    A session's thread pool does not survive ``fork`` (a Celery worker loads the model, then forks its pool
+    processes), so a process other than the one that made the session makes its own on first use.
+    """
 
     def __init__(self, session: onnxruntime.InferenceSession, clip_shape: tuple[int, int, int, int],
-                 feature_dim: int) -> None:
-        self.session = session
+                 feature_dim: int, remake: Callable[[], onnxruntime.InferenceSession] | None = None) -> None:
+        self._session, self._pid, self._remake = session, os.getpid(), remake
         self.clip_shape = tuple(clip_shape)
         self.in_channels = clip_shape[0]
         self.feature_dim = feature_dim
@@ -185,8 +187,16 @@ class OnnxBackbone:
                        intra_op_threads: int = 0) -> OnnxBackbone:
         """The directory's ``backbone.onnx`` after :func:`check_export` (stale files are refused)."""
         record = check_export(model_dir, config)
-        session = create_session(Path(model_dir) / ONNX_FILE, device, intra_op_threads)
-        return cls(session, record.clip_shape, record.feature_dim)
+        path = Path(model_dir) / ONNX_FILE
+        session = create_session(path, device, intra_op_threads)
+        return cls(session, record.clip_shape, record.feature_dim,
+                   remake=lambda: create_session(path, device, intra_op_threads))
+
+    @property
+    def session(self) -> onnxruntime.InferenceSession:
+        if self._pid != os.getpid() and self._remake is not None:
+            self._session, self._pid = self._remake(), os.getpid()
+        return self._session
 
     @property
     def providers(self) -> list[str]:
@@ -198,14 +208,3 @@ class OnnxBackbone:
             raise ValueError(f"the ONNX backbone takes (N, *{self.clip_shape}) clips, got {tuple(clips.shape)}")
         array = np.ascontiguousarray(clips.detach().cpu().numpy(), dtype=np.float32)
         return torch.from_numpy(self.session.run(None, {self.input_name: array})[0])
-
-    def extract_clip_features(self, video: torch.Tensor, clips: ClipProtocol, batch_size: int | None = None,
-                              check_range: bool = True) -> torch.Tensor:
-        """(C, T, H, W) or (B, C, T, H, W) -> (B, num_clips, D), as :meth:`models.i3d.I3D.extract_clip_features`."""
-        batched = video if video.dim() == 5 else video.unsqueeze(0)
-        if video.dim() not in (4, 5) or batched.shape[1] != self.in_channels:
-            raise ValueError(f"video must be ({self.in_channels}, T, H, W) or (B, {self.in_channels}, T, H, W), "
-                             f"got {tuple(video.shape)}")
-        if check_range:
-            check_input_range(batched)
-        return clips.run(self.forward_features, batched, batch_size)

@@ -1,18 +1,23 @@
 """The scoring core: ``Scorer.score(video) -> ScoreResult``.
 
-One implementation for every caller (CLI, embedded worker, Celery task, tests)::
+One implementation for every caller (CLI, embedded worker, Celery task, ``aqa batch``, tests)::
 
     video --decode--> frames --backbone--> per-clip features --bank--> M exemplars --head--> votes
 
 Multi-exemplar voting (CoRe, Yu et al. 2021, Sec. 3.3): s = (1/M) sum_m (R(f, f_m) + s_m). Exemplar
-features come from the bank; the M head evaluations run as one batch.
+features come from the bank; the M head evaluations run as one batch. Several decoded videos can be
+scored together (:meth:`Scorer.score_decoded`): their clips go through the backbone in one forward pass,
+then each votes on its own; :meth:`Scorer.score_stream` decodes ahead in other threads meanwhile.
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter
-from dataclasses import dataclass
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +27,10 @@ from safetensors.torch import load_file
 
 from exemplar_bank.bank import ExemplarBank
 from exemplar_bank.familiarity import FamiliarityCalibration, FamiliarityCheck, prior_band
-from exemplar_bank.selection import Selection, select_exemplars
+from exemplar_bank.selection import ExemplarIndex, Selection
+from models.backbone_runtime import RuntimeSetting
 from models.clips import ClipProtocol
-from models.feature_extractor import FeatureExtractor, Runtime
+from models.feature_extractor import FeatureExtractor
 from models.heads import ScoringHead, build_head
 from models.lav import alignment_path
 from models.model_dir import BANK_DIR, HEAD_WEIGHTS, ModelConfig, ModelDirError
@@ -33,6 +39,8 @@ from video.decode import DecodedVideo, VideoLimits, decode_video
 from video.probe import DEFAULT_LIMITS
 
 DIFFICULTY_NEIGHBOURS = 10
+DECODE_WORKERS = 2
+MAX_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,23 @@ class QueryLabels:
 
     difficulty: float | None = None
     action_class: str | None = None
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """A video to score and what the caller knows about it."""
+
+    path: Path
+    labels: QueryLabels = QueryLabels()
+
+
+@dataclass(frozen=True)
+class DecodedQuery:
+    """A decoded video waiting for its score, with what the caller knows and how long decoding took."""
+
+    decoded: DecodedVideo
+    labels: QueryLabels = QueryLabels()
+    decode_seconds: float = 0.0
 
 
 class Scorer:
@@ -55,16 +80,18 @@ class Scorer:
         self.bank = bank
         self.fingerprint = extractor.fingerprint
         self.preprocessing = extractor.preprocessing
+        self.exemplar_index = ExemplarIndex(bank)
         self._bank_labels = torch.tensor([self._label_of(e.final_score, e.difficulty) for e in bank.exemplars])
         self.familiarity = FamiliarityCheck(familiarity, bank) if familiarity is not None else None
 
     @classmethod
-    def from_dir(cls, model_dir: Path, device: str = "cpu", runtime: Runtime = "torch", onnx_threads: int = 0,
+    def from_dir(cls, model_dir: Path, device: str = "cpu", runtime: RuntimeSetting = "auto", onnx_threads: int = 0,
                  ) -> Scorer:
         """Load a model directory; the bank must carry this backbone's feature fingerprint.
 
-        ``runtime="onnx"`` runs the backbone from the directory's ``backbone.onnx`` in onnxruntime with
-        ``onnx_threads`` intra-op threads (see :meth:`FeatureExtractor.from_model_dir`).
+        ``runtime``: the backbone's runtime, by default the one measured fastest on this machine
+        (``runtime.json``; see :meth:`FeatureExtractor.from_model_dir`); ``onnx_threads``: ONNX Runtime's
+        intra-op threads.
         """
         model_dir = Path(model_dir)
         config = ModelConfig.load(model_dir)
@@ -93,26 +120,87 @@ class Scorer:
         """uint8 frames (T, H, W, 3) -> per-clip features (num_clips, D)."""
         return self.extractor(decoded)
 
+    def decode(self, path: Path, limits: VideoLimits = DEFAULT_LIMITS) -> DecodedQuery:
+        """Decode a video as this model reads it (raises video.errors.VideoError for unusable files)."""
+        start = time.perf_counter()
+        decoded = decode_video(Path(path), self.preprocessing, limits)
+        return DecodedQuery(decoded, decode_seconds=time.perf_counter() - start)
+
     def score(self, path: Path, labels: QueryLabels = QueryLabels(), limits: VideoLimits = DEFAULT_LIMITS,
               exclude_ids: frozenset[str] = frozenset()) -> ScoreResult:
         """Decode, extract features and vote. Raises video.errors.VideoError for unusable files."""
-        t0 = time.perf_counter()
-        decoded = decode_video(Path(path), self.preprocessing, limits)
-        t1 = time.perf_counter()
-        clip_features = self.extract_features(decoded)
-        t2 = time.perf_counter()
-        result = self.score_features(clip_features, labels, exclude_ids=exclude_ids)
-        add_clip_seconds(result.evidence, self.extractor.clips, decoded.timestamps)
-        t3 = time.perf_counter()
-        info = decoded.info
-        seconds = (round(float(decoded.timestamps[0]), 3), round(float(decoded.timestamps[-1]), 3))
-        result.video = VideoSummary(codec=info.codec, width=info.width, height=info.height, fps=info.fps,
-                                    duration_seconds=info.duration_seconds, frame_count=info.frame_count,
-                                    frames_read=(int(decoded.frame_indices[0]), int(decoded.frame_indices[-1])),
-                                    seconds_read=seconds if all(np.isfinite(seconds)) else None)
-        self._check_familiarity(result, clip_features.mean(0), result.video)
-        result.timings = {"decode": t1 - t0, "features": t2 - t1, "voting": t3 - t2, "total": t3 - t0}
-        return result
+        query = self.decode(path, limits)
+        return self.score_decoded([replace(query, labels=labels)], exclude_ids)[0]
+
+    def score_stream(self, requests: Iterable[ScoreRequest], limits: VideoLimits = DEFAULT_LIMITS,
+                     decode_workers: int = DECODE_WORKERS, max_batch: int = MAX_BATCH,
+                     ) -> Iterator[tuple[ScoreRequest, ScoreResult | Exception]]:
+        """Score many videos, pipelined; yields ``(request, result or the exception it raised)`` in request order.
+
+        ``decode_workers`` threads decode ahead (at most ``2 * max_batch`` videos held decoded) while this thread
+        runs the backbone and the votes on those already decoded; whatever is decoded when the backbone is free
+        (the next video, waited for, then up to ``max_batch`` in all that are ready) goes through it in one
+        forward pass.
+        """
+        pending: deque[tuple[ScoreRequest, Future[DecodedQuery]]] = deque()
+        queue = iter(requests)
+        with ThreadPoolExecutor(decode_workers, thread_name_prefix="decode") as pool:
+            def top_up() -> None:
+                for request in islice(queue, 2 * max_batch - len(pending)):
+                    pending.append((request, pool.submit(self.decode, request.path, limits)))
+
+            top_up()
+            while pending:
+                ready: list[tuple[ScoreRequest, DecodedQuery]] = []
+                while pending and len(ready) < max_batch and (not ready or pending[0][1].done()):
+                    request, future = pending.popleft()
+                    error = future.exception()
+                    if error is not None:
+                        yield from self._score_ready(ready)
+                        ready = []
+                        yield request, error
+                    else:
+                        ready.append((request, replace(future.result(), labels=request.labels)))
+                top_up()
+                yield from self._score_ready(ready)
+
+    def _score_ready(self, ready: list[tuple[ScoreRequest, DecodedQuery]],
+                     ) -> Iterator[tuple[ScoreRequest, ScoreResult | Exception]]:
+        """One forward pass for the decoded videos; if it fails, each alone, so every failure has its video."""
+        if not ready:
+            return
+        try:
+            results: list[ScoreResult | Exception] = list(self.score_decoded([query for _, query in ready]))
+        except Exception:  # noqa: BLE001 - attributed below, video by video
+            results = []
+            for _, query in ready:
+                try:
+                    results.append(self.score_decoded([query])[0])
+                except Exception as exc:  # noqa: BLE001 - handed to the caller with its video
+                    results.append(exc)
+        yield from zip((request for request, _ in ready), results)
+
+    def score_decoded(self, queries: Sequence[DecodedQuery], exclude_ids: frozenset[str] = frozenset(),
+                      ) -> list[ScoreResult]:
+        """Score decoded videos: all their clips through the backbone in one forward pass, then each one's vote.
+
+        A result's ``timings`` give its own decode and voting seconds and an equal share of the forward pass.
+        """
+        start = time.perf_counter()
+        features = self.extractor.from_frames(np.stack([query.decoded.frames for query in queries]))
+        features_seconds = (time.perf_counter() - start) / len(queries)
+        results = []
+        for query, clip_features in zip(queries, features):
+            start = time.perf_counter()
+            result = self.score_features(clip_features, query.labels, exclude_ids=exclude_ids)
+            add_clip_seconds(result.evidence, self.extractor.clips, query.decoded.timestamps)
+            result.video = video_summary(query.decoded)
+            self._check_familiarity(result, clip_features.mean(0), result.video)
+            voting_seconds = time.perf_counter() - start
+            result.timings = {"decode": query.decode_seconds, "features": features_seconds, "voting": voting_seconds,
+                              "total": query.decode_seconds + features_seconds + voting_seconds}
+            results.append(result)
+        return results
 
     def score_features(self, clip_features: torch.Tensor, labels: QueryLabels = QueryLabels(),
                        exclude_ids: frozenset[str] = frozenset()) -> ScoreResult:
@@ -120,11 +208,12 @@ class Scorer:
         pooled = clip_features.mean(0)
         uses_difficulty = self.config.labels.kind == "execution"
         difficulty, source = labels.difficulty, "given"
+        distances = self.exemplar_index.distances(pooled) if len(self.bank) else None  # cosine, to every exemplar
         if uses_difficulty and difficulty is None:
-            difficulty, source = self.estimate_difficulty(pooled), "estimated"
+            difficulty, source = self.estimate_difficulty(pooled, distances), "estimated"
         if self.head.uses_exemplars:
-            selection = select_exemplars(
-                self.bank, pooled, self.config.voting.num_exemplars, difficulty=difficulty,
+            selection = self.exemplar_index.select(
+                distances, self.config.voting.num_exemplars, difficulty=difficulty,
                 action_class=labels.action_class, strategy=self.config.voting.strategy, exclude_ids=exclude_ids,
             )
         else:
@@ -193,9 +282,12 @@ class Scorer:
         path = alignment_path(clip_features, self.bank.clip_features[nearest])
         return {"alignment": {"exemplar_id": self.bank.exemplars[nearest].id, **path}}
 
-    def estimate_difficulty(self, pooled: torch.Tensor) -> float:
-        """Most common difficulty among the nearest bank exemplars (cosine distance)."""
-        selection = select_exemplars(self.bank, pooled, DIFFICULTY_NEIGHBOURS, strategy="nearest")
+    def estimate_difficulty(self, pooled: torch.Tensor, distances: np.ndarray | None = None) -> float:
+        """Most common difficulty among the nearest bank exemplars (cosine distance; ``distances`` to the bank
+        when already computed)."""
+        if distances is None:
+            distances = self.exemplar_index.distances(pooled)
+        selection = self.exemplar_index.select(distances, DIFFICULTY_NEIGHBOURS, strategy="nearest")
         counts = Counter(self.bank.exemplars[i].difficulty for i in selection.indices)
         return float(counts.most_common(1)[0][0])
 
@@ -206,6 +298,16 @@ class Scorer:
             return Interval(low=score - half, high=score + half, method="conformal")
         low, high = np.percentile(final_votes, [5, 95]) if len(final_votes) > 1 else (score, score)
         return Interval(low=float(low), high=float(high), method="votes")
+
+
+def video_summary(decoded: DecodedVideo) -> VideoSummary:
+    """The source video as the result reports it, with the frames and seconds the model read."""
+    info = decoded.info
+    seconds = (round(float(decoded.timestamps[0]), 3), round(float(decoded.timestamps[-1]), 3))
+    return VideoSummary(codec=info.codec, width=info.width, height=info.height, fps=info.fps,
+                        duration_seconds=info.duration_seconds, frame_count=info.frame_count,
+                        frames_read=(int(decoded.frame_indices[0]), int(decoded.frame_indices[-1])),
+                        seconds_read=seconds if all(np.isfinite(seconds)) else None)
 
 
 def add_clip_seconds(evidence: dict, clips: ClipProtocol, timestamps: np.ndarray) -> None:

@@ -176,26 +176,28 @@ def _score_remote(todo: list[BatchInput], url: str, api_key: str | None, concurr
 
 def _score_embedded(todo: list[BatchInput], settings: ServiceSettings,
                     record: Callable[[dict[str, object]], None]) -> None:
-    from models.scorer import QueryLabels
+    """Score with the model loaded here, pipelined (``Scorer.score_stream``): the next videos decode while the
+    backbone and the votes work on the previous ones, several videos' clips in one forward pass."""
+    from models.scorer import QueryLabels, ScoreRequest
     from video.errors import VideoError
     from workers.model_cache import get_scorer
     from workers.runner import refusal
 
-    scorer = get_scorer(settings) if todo else None
-    for item in todo:
-        try:
-            result = scorer.score(item.video, QueryLabels(item.difficulty, item.action_class),
-                                  limits=settings.video_limits)
-        except VideoError as exc:
-            record(result_row(item.source, None, "failed", error=JobError(code=exc.code, message=exc.reason)))
-            continue
-        except Exception as exc:  # reported per item; the batch goes on
-            log.exception("scoring %s failed", item.video)
-            record(result_row(item.source, None, "failed", error=JobError(code="internal_error", message=str(exc))))
-            continue
-        refused = refusal(result, settings)
-        record(result_row(item.source, None, "failed", error=refused) if refused else
-               result_row(item.source, None, "done", result))
+    if not todo:
+        return
+    scorer = get_scorer(settings)
+    requests = [ScoreRequest(item.video, QueryLabels(item.difficulty, item.action_class)) for item in todo]
+    for item, (_, outcome) in zip(todo, scorer.score_stream(requests, limits=settings.video_limits), strict=True):
+        if isinstance(outcome, VideoError):
+            record(result_row(item.source, None, "failed", error=JobError(code=outcome.code, message=outcome.reason)))
+        elif isinstance(outcome, Exception):  # reported per item; the batch goes on
+            log.error("scoring %s failed", item.video, exc_info=outcome)
+            record(result_row(item.source, None, "failed",
+                              error=JobError(code="internal_error", message=str(outcome))))
+        elif (refused := refusal(outcome, settings)) is not None:
+            record(result_row(item.source, None, "failed", error=refused))
+        else:
+            record(result_row(item.source, None, "done", outcome))
 
 
 def _rewrite(out: Path, rows: list[dict[str, str]]) -> None:

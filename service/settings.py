@@ -43,10 +43,12 @@ class ServiceSettings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where workers run the model: 'auto' takes CUDA when present, else the CPU."
     )
-    runtime: Literal["torch", "onnx"] = Field(
-        "torch", description="Runtime of the workers' backbone: 'torch', or 'onnx' (onnxruntime on the model "
-        "directory's backbone.onnx, made by `aqa export onnx MODEL_DIR`; on CUDA when the device is cuda and "
-        "onnxruntime-gpu is installed)."
+    runtime: Literal["auto", "torch", "compiled", "onnx"] = Field(
+        "auto", description="Runtime of the workers' backbone: 'auto' takes the one measured fastest on this machine "
+        "(recorded in the model directory's runtime.json, timed again when the machine, versions or model change; "
+        "`aqa runtime MODEL_DIR` builds the other runtimes so they can be chosen); 'torch' (eager); 'compiled' "
+        "(AOTInductor, built by `aqa runtime MODEL_DIR`); 'onnx' (onnxruntime on the model directory's backbone.onnx, "
+        "made by `aqa export onnx MODEL_DIR`; on CUDA when the device is cuda and onnxruntime-gpu is installed)."
     )
     torch_threads: int = Field(
         0, ge=0, description="Intra-op threads per worker process, of torch or onnxruntime (0: the runtime's default)."

@@ -54,13 +54,13 @@ def test_onnxruntime_features_equal_torch_features_for_a_decoded_dive(exported_m
 def test_a_batch_size_other_than_the_traced_one_runs(exported_model_dir: Path) -> None:
     extractor = FeatureExtractor.from_model_dir(exported_model_dir, runtime="onnx", onnx_threads=1)
     reference = FeatureExtractor.from_model_dir(exported_model_dir)
-    shape = extractor.backbone.clip_shape
+    shape = extractor.engine.clip_shape
     clips = torch.rand((5, *shape), generator=torch.Generator().manual_seed(1)) * 2 - 1
     with torch.no_grad():
         expected = reference.backbone.forward_features(clips)
-    torch.testing.assert_close(extractor.backbone.forward_features(clips), expected, atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(extractor.engine.forward_features(clips), expected, atol=1e-3, rtol=1e-4)
     with pytest.raises(ValueError, match="takes \\(N, \\*"):
-        extractor.backbone.forward_features(torch.zeros((1, 3, 2, 8, 8)))
+        extractor.engine.forward_features(torch.zeros((1, 3, 2, 8, 8)))
 
 
 def test_an_export_from_older_weights_is_refused(exported_model_dir: Path, tmp_path: Path) -> None:

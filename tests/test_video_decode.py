@@ -22,10 +22,11 @@ from tests.media import (
     write_video,
     write_zero_frame_video,
 )
-from video import errors
+from video import decode, errors
 from video.decode import decode_video
 from video.errors import VideoError
 from video.frame_folder import decode_frame_folder
+from video.localise import MotionWindow
 from video.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from video.probe import VideoLimits, probe_video
 from video.sampling import uniform_frame_indices
@@ -433,3 +434,41 @@ def test_error_codes_are_stable_and_distinct() -> None:
         "too_large",
     } <= codes
     assert len(codes) == len(errors.VideoError.__subclasses__())
+
+
+@pytest.mark.parametrize("localised", [False, True])
+def test_a_cut_from_a_longer_video_seeks_to_its_keyframe_and_reads_the_same_frames(
+        media_dir: Path, monkeypatch: pytest.MonkeyPatch, localised: bool) -> None:
+    """A dive cut from a long source (MTL-AQA's layout) starts decoding at the keyframe before it."""
+    path = write_video(media_dir / "keyint10.mp4", frames=150, width=160, height=120, pattern="texture",
+                       codec_options={"crf": "18", "g": "10", "keyint_min": "10", "sc_threshold": "0"})
+    preprocessing = Preprocessing(num_frames=12, resize=64, crop=56,
+                                  motion_window=MotionWindow(threshold=0.05) if localised else None)
+    decoded_from: list[int] = []
+    original = decode._decoded_frames
+
+    def spy(*args, **kwargs):
+        for item in original(*args, **kwargs):
+            decoded_from.append(item[0])
+            yield item
+
+    monkeypatch.setattr(decode, "_decoded_frames", spy)
+    sought = decode_video(path, preprocessing, start_frame=95, end_frame=140)
+    assert min(decoded_from) == 90  # the keyframe before frame 95, not frame 0
+    monkeypatch.setattr(decode, "_seek_point", lambda *args: None)
+    from_start = decode_video(path, preprocessing, start_frame=95, end_frame=140)
+    np.testing.assert_array_equal(sought.frame_indices, from_start.frame_indices)
+    np.testing.assert_array_equal(sought.frames, from_start.frames)
+    np.testing.assert_array_equal(sought.timestamps, from_start.timestamps)
+    np.testing.assert_allclose(sought.timestamps, sought.frame_indices / 25, atol=1e-6)
+
+
+def test_a_trimmed_mp4_cut_seeks_with_the_frames_its_edit_list_shows(media_dir: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_trimmed_mp4(media_dir / "trimmed_cut.mp4", frames=60, trim_frames=10)
+    preprocessing = Preprocessing(num_frames=8, resize=64, crop=56)
+    sought = decode_video(path, preprocessing, start_frame=30, end_frame=45)
+    monkeypatch.setattr(decode, "_seek_point", lambda *args: None)
+    from_start = decode_video(path, preprocessing, start_frame=30, end_frame=45)
+    np.testing.assert_array_equal(sought.frames, from_start.frames)
+    np.testing.assert_array_equal(sought.timestamps, from_start.timestamps)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
+from av.video.reformatter import VideoReformatter
 
 from tests.media import BURST_FIRST, BURST_LAST, write_frame_folder, write_h264
 from training.synth.scene import sample_synth_dive
-from video.decode import decode_video
+from video.decode import ONE_PASS_BYTES, decode_video
 from video.frame_folder import decode_frame_folder
-from video.localise import MotionWindow, locate_action, motion_energy
+from video.localise import MotionWindow, grey_thumbnail, locate_action, motion_energy, thumbnail_height
 from video.preprocessing import Preprocessing
 
 # 25 fps: 0.2 s is 5 frames of margin on each side.
@@ -118,3 +121,71 @@ def test_the_demo_window_covers_a_rendered_dive_and_cuts_the_wait(tmp_path: Path
                                                    motion_window=MotionWindow())).frame_indices
         assert indices[0] <= take_off and indices[-1] >= entry
         assert indices[-1] - indices[0] + 1 <= 0.75 * frames
+
+
+def _two_pass_reference(path: Path, preprocessing: Preprocessing) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the decoder returned before it took one pass: thumbnails of every frame (PyAV, a pass of their
+    own), the span that moves, then the uniform samples of that span decoded again as a plain range."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        height = thumbnail_height(stream.codec_context.width, stream.codec_context.height)
+        fps = float(stream.average_rate)
+        reformatter = VideoReformatter()
+        thumbnails = np.stack([grey_thumbnail(frame, height, reformatter) for frame in container.decode(stream)])
+    start, end = locate_action(motion_energy(thumbnails), fps, preprocessing.motion_window)
+    plain = decode_video(path, replace(preprocessing, motion_window=None), start_frame=start, end_frame=end)
+    return plain.frames, plain.frame_indices, plain.timestamps
+
+
+@pytest.mark.parametrize("one_pass_bytes", [ONE_PASS_BYTES, 0])
+def test_one_pass_takes_the_same_frames_as_two_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       one_pass_bytes: int) -> None:
+    """The demo's preprocessing on rendered dives: same indices, pixels and times, in one pass or (over the
+    memory budget) two."""
+    monkeypatch.setattr("video.decode.ONE_PASS_BYTES", one_pass_bytes)
+    demo = Preprocessing(num_frames=32, resize=128, crop=64, motion_window=MotionWindow())
+    for index in range(2):
+        path = tmp_path / f"dive_{index}.mp4"
+        sample_synth_dive(9, index).render(path, 320, 240, 25, preset="ultrafast")
+        decoded = decode_video(path, demo)
+        frames, indices, timestamps = _two_pass_reference(path, demo)
+        np.testing.assert_array_equal(decoded.frame_indices, indices)
+        np.testing.assert_array_equal(decoded.frames, frames)
+        np.testing.assert_array_equal(decoded.timestamps, timestamps)
+
+
+def test_window_end_sampling_reaching_before_the_span_still_gets_its_frames(media_dir: Path) -> None:
+    clip = write_h264(media_dir / "burst.mp4", frames=80, width=160, height=120, pattern="burst")
+    long_window = replace(LOCALISED, num_frames=30, sampling="window_end")
+    decoded = decode_video(clip, long_window, start_frame=BURST_FIRST - 2)  # the 30 frames start before it
+    assert decoded.frame_indices[0] < BURST_FIRST - 2
+    plain = decode_video(clip, replace(long_window, motion_window=None), end_frame=int(decoded.frame_indices[-1]))
+    np.testing.assert_array_equal(decoded.frame_indices, plain.frame_indices)
+    np.testing.assert_array_equal(decoded.frames, plain.frames)
+
+
+def _two_bursts(path: Path) -> Path:
+    """A square drifts (frames 10-25), everything stands still for 3 s, then a bigger square races (100-115)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        for index in range(130):
+            image = np.full((120, 160, 3), 90, np.uint8)
+            slow = 10 + 2 * (min(max(index, 10), 25) - 10)
+            image[30:46, slow : slow + 16] = (240, 220, 40)
+            fast = 5 + 8 * (min(max(index, 100), 115) - 100)
+            image[70:100, fast : fast + 30] = (30, 200, 240)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def test_motion_that_returns_after_a_quiet_stretch_gets_its_samples_from_a_second_pass(tmp_path: Path) -> None:
+    path = _two_bursts(tmp_path / "two_bursts.mp4")
+    window = Preprocessing(num_frames=24, resize=64, crop=56, motion_window=MotionWindow(threshold=0.2))
+    decoded = decode_video(path, window)
+    frames, indices, timestamps = _two_pass_reference(path, window)
+    assert indices[0] < 30 and indices[-1] > 100  # the span holds both bursts and the still stretch between
+    np.testing.assert_array_equal(decoded.frame_indices, indices)
+    np.testing.assert_array_equal(decoded.frames, frames)
+    np.testing.assert_array_equal(decoded.timestamps, timestamps)

@@ -7,12 +7,14 @@ fingerprint includes it, so features made with other preprocessing are never mix
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 
 from video.localise import MotionWindow
+
+if TYPE_CHECKING:
+    import torch
 
 Normalization = Literal["kinetics", "imagenet"]
 Sampling = Literal["uniform", "uniform_floor", "window_end"]
@@ -85,7 +87,11 @@ class Preprocessing:
 
     def normalize(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 frames (T, H, W, 3) -> float32 model input (3, T, H, W) in the recorded range; a batch
-        (B, T, H, W, 3) -> (B, 3, T, H, W). Read-only arrays (a memory-mapped frame cache) are copied."""
+        (B, T, H, W, 3) -> (B, 3, T, H, W). Read-only arrays (a memory-mapped frame cache) are copied.
+
+        torch is imported here, not with the module, so decoding processes that never normalise start quickly."""
+        import torch
+
         if isinstance(frames, np.ndarray) and not frames.flags.writeable:
             frames = np.array(frames)
         x = torch.as_tensor(frames).movedim(-1, -4).float()

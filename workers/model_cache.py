@@ -90,7 +90,7 @@ def describe(scorer: Scorer, settings: ServiceSettings) -> ModelDescription:
         selection=config.voting.strategy,
         interval_method="conformal" if config.calibration is not None else "votes",
         device=select_device(settings.device),
-        runtime=settings.runtime,
+        runtime=scorer.extractor.runtime,
     )
     exemplars = [
         ExemplarInfo(id=e.id, final_score=e.final_score, difficulty=e.difficulty, action_class=e.action_class)
