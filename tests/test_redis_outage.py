@@ -2,7 +2,9 @@
 
 Redis here is a server of the test's own on a free port, with AOF on (``appendfsync everysec``) as
 docker-compose.yml runs it. The API and the worker are `aqa serve` and `aqa worker` with every setting
-at its default, only the ports, the data dir and the model pointed at the test's.
+at its default, only the ports, the data dir and the model pointed at the test's, and the test-only
+``AQA_TEST_TASK_DELAY_SECONDS`` making each job last half a second more: the tiny model scores a dive in
+milliseconds, and without it all ten jobs could finish before the restart.
 
 - Restarted mid-run: every accepted job still ends done with one stored result, the queue depth returns
   to 0 and no upload is left behind (a result that could not be stored is retried until Redis is back).
@@ -29,13 +31,15 @@ from tests.service_processes import RedisServer, free_port, service_env, start_a
 pytestmark = pytest.mark.slow
 
 OUTAGE_SECONDS = 30.0
+TASK_DELAY_SECONDS = 0.5  # test only: each job lasts this much longer, so a restart falls mid-run
 
 
 @pytest.fixture(scope="module")
 def stack(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, RedisServer, Path]]:
     redis_server = RedisServer(tmp_path_factory.mktemp("redis"))
     data = tmp_path_factory.mktemp("outage-data")
-    env = service_env(broker_url=redis_server.url, model_dir=tiny_model_dir, data_dir=data, port=free_port())
+    env = service_env(broker_url=redis_server.url, model_dir=tiny_model_dir, data_dir=data, port=free_port(),
+                      test_task_delay_seconds=TASK_DELAY_SECONDS)
     worker = api = None
     try:
         worker = start_worker(env, data / "worker.log")
@@ -74,7 +78,8 @@ def test_a_redis_restart_mid_run_loses_no_job(stack: tuple[str, RedisServer, Pat
     done_before = finished_done(url)
     with ScoringClient(url) as client:
         job_ids = [client.submit(dive(tiny_dataset, n)).job_id for n in range(10)]
-        wait_until(lambda: any(client.job(j).status.value == "done" for j in job_ids), 120, "a first job to finish")
+        wait_until(lambda: client.job(job_ids[0]).status.value == "done", 120, "a first job to finish",
+                   interval=0.05)
         states = [client.job(j).status.value for j in job_ids]
         redis_server.restart()
         jobs = [client.wait(j, timeout=300) for j in job_ids]
