@@ -28,6 +28,8 @@ class ExemplarVote(BaseModel):
 
 
 class Interval(BaseModel):
+    """The 90% band of the final score, never outside the scores a panel can give (0 to 30 x difficulty)."""
+
     low: float
     high: float
     level: float = 0.9

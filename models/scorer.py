@@ -222,7 +222,8 @@ class Scorer:
         head_votes = self.head.vote(clip_features, self.bank.clip_features[index], self._bank_labels[index])
         factor = difficulty if uses_difficulty else 1.0
         final_votes = head_votes.votes.double().numpy() * factor
-        score = float(final_votes.mean())
+        score_range = self._final_score_range(factor)
+        score = float(np.clip(final_votes.mean(), *score_range))
         votes = [
             ExemplarVote(
                 id=self.bank.exemplars[i].id, final_score=self.bank.exemplars[i].final_score,
@@ -239,7 +240,7 @@ class Scorer:
         result = ScoreResult(
             score=score,
             exemplar_free=not self.head.uses_exemplars,
-            interval=self._interval(score, final_votes, factor),
+            interval=self._interval(score, final_votes, factor, score_range),
             execution_score=score / difficulty if uses_difficulty else None,
             difficulty=difficulty if uses_difficulty else None,
             difficulty_source=source if uses_difficulty else "not_used",
@@ -291,13 +292,26 @@ class Scorer:
         counts = Counter(self.bank.exemplars[i].difficulty for i in selection.indices)
         return float(counts.most_common(1)[0][0])
 
-    def _interval(self, score: float, final_votes: np.ndarray, factor: float) -> Interval:
+    def _final_score_range(self, factor: float) -> tuple[float, float]:
+        """Final scores a panel can give: 0 to the label scale times the difficulty when the head regresses
+        execution (three judges' 0-10 marks sum to at most 30), 0 and up for a final-score head."""
+        if self.config.labels.kind == "execution":
+            return 0.0, self.config.labels.scale * factor
+        return 0.0, float("inf")
+
+    def _interval(self, score: float, final_votes: np.ndarray, factor: float,
+                  score_range: tuple[float, float]) -> Interval:
+        """The 90% band around ``score`` (conformal, else the votes' 5th-95th percentiles), cut to the scores a
+        panel can give: a small or unfamiliar model's band would otherwise reach below 0."""
         calibration = self.config.calibration
         if calibration is not None:
             half = calibration.abs_residual_q90 * factor
-            return Interval(low=score - half, high=score + half, method="conformal")
-        low, high = np.percentile(final_votes, [5, 95]) if len(final_votes) > 1 else (score, score)
-        return Interval(low=float(low), high=float(high), method="votes")
+            low, high, method = score - half, score + half, "conformal"
+        else:
+            low, high = np.percentile(final_votes, [5, 95]) if len(final_votes) > 1 else (score, score)
+            method = "votes"
+        low, high = np.clip([low, high], *score_range)
+        return Interval(low=float(low), high=float(high), method=method)
 
 
 def video_summary(decoded: DecodedVideo) -> VideoSummary:

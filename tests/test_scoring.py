@@ -61,6 +61,22 @@ def test_score_votes_with_bank_exemplars(scorer: Scorer, tiny_dataset: Path) -> 
     assert result.video.seconds_read == (0.0, pytest.approx((result.video.frame_count - 1) / result.video.fps))
 
 
+def test_score_and_interval_stay_within_what_a_panel_can_give(scorer: Scorer, tiny_dataset: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small model's band (or its votes) can reach below 0 or above 30 x difficulty; the result never does."""
+    record = load_folder_csv(tiny_dataset / "labels.csv")[0]
+    features = scorer.extract_features(decode_video(record.video, scorer.preprocessing))
+    labels = QueryLabels(difficulty=record.difficulty, action_class=record.action_class)
+    monkeypatch.setattr(scorer.config.calibration, "abs_residual_q90", 1000.0)
+    wide = scorer.score_features(features, labels)
+    assert (wide.interval.low, wide.interval.high) == (0.0, pytest.approx(30.0 * record.difficulty))
+    assert 0.0 < wide.score < 30.0 * record.difficulty
+    monkeypatch.setattr(scorer, "_bank_labels", scorer._bank_labels - 1000.0)  # every vote far below 0
+    low = scorer.score_features(features, labels)
+    assert all(v.vote < 0 for v in low.votes)
+    assert low.score == 0.0 and low.execution_score == 0.0 and low.interval.low == 0.0
+
+
 def test_bank_features_are_what_the_backbone_makes(scorer: Scorer, tiny_dataset: Path) -> None:
     """Exemplar features come from the bank; recomputing one gives the same vector (float16 storage)."""
     records = {r.key: r for r in load_folder_csv(tiny_dataset / "labels.csv")}

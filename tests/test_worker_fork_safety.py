@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -33,7 +34,7 @@ def fork_probe(model_dir: Path, video: Path, *flags: str, timeout: float) -> sub
     try:
         out, err = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        process.kill()  # the session's pool process dies with its parent (billiard sets PDEATHSIG)
+        os.killpg(process.pid, signal.SIGKILL)  # the probe and its hung pool process (it holds the pipes open)
         process.communicate()
         return None
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
