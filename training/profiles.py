@@ -307,8 +307,10 @@ PROFILE_RESULTS: dict[str, str] = {
     "cpu-finetune": (
         "the demo build (2026-12-02, 2 cores): 8,000 training dives, training 34 min (2,035 s; fine-tuning 7 epochs "
         "of about 125 s in bfloat16), fresh synthetic set final / execution Spearman 0.853 / 0.720. On 1,000 dives "
-        "(2026-12-05, 2 cores shared with other jobs): 101 min wall, 31 min of CPU, test split (100 dives) final / "
-        "execution Spearman 0.713 / 0.426 against 0.736 for difficulty alone: too few dives for this recipe"),
+        "(`aqa synth --seed 11`, 2026-12-05, 2 quiet cores): 3 min 46 s with oneDNN and ATen held to AVX2 (float32 "
+        "chosen), 2 min 18 s with AVX-512 (bfloat16 chosen); test split (100 dives) final / execution Spearman "
+        "0.800 / 0.436 (float32) and 0.699 / 0.356 (bfloat16) against 0.736 for difficulty alone: too few dives for "
+        "this recipe"),
     "cpu": (
         "1,050 training dives (2026-12-01, 2 cores, shared): training 12 min, fresh synthetic set final / execution "
         "Spearman 0.632 / 0.133: its frozen random backbone does not see execution"),
