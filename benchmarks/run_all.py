@@ -172,7 +172,9 @@ def render(r: dict[str, Any]) -> str:
             + f" | one pass {fps['one_pass']['best']:.0f} / {fps['one_pass']['median']:.0f} fps = "
             f"{_x(d['one_pass_vs_two_passes'])} x two passes"
             + (f", {_x(vs_cli)} x the ffmpeg CLI" if vs_cli else "")
-            + f" | one pass, >= 1.0 x the ffmpeg CLI | {_met(bool(vs_cli) and vs_cli['min'] >= 1.0, bool(vs_cli) and vs_cli['median'] >= 1.0)} |")
+            + " | one pass, >= 1.0 x the ffmpeg CLI | "
+            + (_met(vs_cli["min"] >= 1.0, vs_cli["median"] >= 1.0) if vs_cli else "not measured: no ffmpeg CLI here")
+            + " |")
     if "batch" in r:
         b = r["batch"]
         t = b["timings"]

@@ -306,7 +306,9 @@ PROFILES["tiny-kinetics-tpt"] = _tiny(
 PROFILE_RESULTS: dict[str, str] = {
     "cpu-finetune": (
         "the demo build (2026-12-02, 2 cores): 8,000 training dives, training 34 min (2,035 s; fine-tuning 7 epochs "
-        "of about 125 s in bfloat16), fresh synthetic set final / execution Spearman 0.853 / 0.720. On 1,000 dives "
+        "of about 125 s in bfloat16), fresh synthetic set final / execution Spearman 0.853 / 0.720; the same build held "
+        "to AVX2 (float32, 2026-12-05): 56.1 min, fine-tuning epochs of about 210 s, fresh set 0.865 / 0.713. "
+        "On 1,000 dives "
         "(`aqa synth --seed 11`, 2026-12-05, 2 quiet cores): 3 min 46 s with oneDNN and ATen held to AVX2 (float32 "
         "chosen), 2 min 18 s with AVX-512 (bfloat16 chosen); test split (100 dives) final / execution Spearman "
         "0.800 / 0.436 (float32) and 0.699 / 0.356 (bfloat16) against 0.736 for difficulty alone: too few dives for "
