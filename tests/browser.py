@@ -95,7 +95,7 @@ def offline_page(browser: Browser) -> Iterator[OfflinePage]:
 def start_server(log_dir: Path, **settings: object) -> Iterator[Server]:
     """``aqa serve`` (embedded mode) on a free port with the API keys of these tests."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    env = service_env(data_dir=log_dir / "data", port=free_port(), api_keys=KEYS, torch_threads=1, **settings)
+    env = service_env(data_dir=log_dir / "data", port=free_port(), api_keys=KEYS, **settings)
     process, url = start_api(env, log_dir / "api.log")
     try:
         yield Server(process, url)

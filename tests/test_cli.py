@@ -184,7 +184,7 @@ def test_serve_on_a_busy_port_fails_at_once_before_loading_the_model(tiny_model_
 @pytest.fixture(scope="module")
 def keyed_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     data = tmp_path_factory.mktemp("cli-server")
-    env = service_env(model_dir=tiny_model_dir, data_dir=data, port=free_port(), torch_threads=1,
+    env = service_env(model_dir=tiny_model_dir, data_dir=data, port=free_port(),
                       api_keys=f"{SCORE_KEY}:score")
     process, url = start_api(env, data / "api.log")
     try:
@@ -220,7 +220,7 @@ def test_ctrl_c_of_batch_says_that_a_rerun_resumes(tiny_dataset: Path, tiny_mode
     command = [aqa_executable(), "batch", str(folder), "--out", str(out), "--model", str(tiny_model_dir),
                "--no-progress"]
     log = tmp_path / "batch.log"
-    process = ServiceProcess(command, service_env(torch_threads=1), log)
+    process = ServiceProcess(command, service_env(), log)
     try:
         wait_until(lambda: len(out.read_text().splitlines()) > 1 if out.is_file() else False, 120,
                    "the first result row")
@@ -234,7 +234,7 @@ def test_ctrl_c_of_batch_says_that_a_rerun_resumes(tiny_dataset: Path, tiny_mode
     finished = len(out.read_text().splitlines()) - 1
     assert 0 < finished < 60
     started = time.monotonic()
-    rerun = subprocess.run(command, capture_output=True, text=True, env=service_env(torch_threads=1), timeout=300,
+    rerun = subprocess.run(command, capture_output=True, text=True, env=service_env(), timeout=300,
                            check=False)
     assert rerun.returncode == 0, rerun.stderr
     assert f"60 videos: {60 - finished} scored, 0 failed, 0 to retry, {finished} already done earlier" in rerun.stdout
