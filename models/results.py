@@ -95,6 +95,9 @@ class ScoreResult(BaseModel):
     model: ModelRef
     video: VideoSummary | None = None
     timings: dict[str, float] = Field(default_factory=dict, description="Seconds per stage.")
+    batch_jobs: int = Field(
+        1, ge=1, description="Videos whose clips went through the backbone in the same forward pass as this one "
+        "(dynamic batching); the `features` timing is an equal share of that pass.")
     familiarity: Familiarity | None = Field(
         default=None, description="How much the video looks like the dives the model was trained on (None for a "
         "model without a familiarity calibration).")

@@ -199,6 +199,7 @@ class Scorer:
             voting_seconds = time.perf_counter() - start
             result.timings = {"decode": query.decode_seconds, "features": features_seconds, "voting": voting_seconds,
                               "total": query.decode_seconds + features_seconds + voting_seconds}
+            result.batch_jobs = len(queries)
             results.append(result)
         return results
 

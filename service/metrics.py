@@ -4,6 +4,8 @@
 - ``aqa_jobs{state}``: queued and running now.
 - ``aqa_jobs_finished_total{state}``: done and failed jobs since the store was created.
 - ``aqa_stage_seconds{stage}``: histogram of queue_wait, decode, features, voting and total seconds.
+- ``aqa_jobs_scored_by_batch_size{size}``: scored jobs by the number of jobs in their forward pass (dynamic
+  batching, ``AQA_WORKER_BATCH_SIZE``).
 - ``aqa_workers``: live worker processes (announced within the last three heartbeats).
 """
 
@@ -15,7 +17,14 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from service.jobs import LATENCY_BUCKETS, JobStore
+from service.jobs import LATENCY_BUCKETS, JobStore, histograms_from_counters
+
+BATCH_COUNTER = "batch_jobs:"
+
+
+def _batch_size(counter: str) -> int:
+    size = counter.removeprefix(BATCH_COUNTER)
+    return int(size) if size.isdigit() else 0
 
 
 class StoreCollector:
@@ -38,8 +47,15 @@ class StoreCollector:
         for state in ("done", "failed"):
             finished.add_metric([state], counts[state])
         yield finished
+        counters = self.store.counters()
+        batched = CounterMetricFamily("aqa_jobs_scored_by_batch_size",
+                                      "Scored jobs by the number of jobs in their forward pass.", labels=["size"])
+        for name, value in sorted(counters.items(), key=lambda item: _batch_size(item[0])):
+            if name.startswith(BATCH_COUNTER):
+                batched.add_metric([name.removeprefix(BATCH_COUNTER)], value)
+        yield batched
         stages = HistogramMetricFamily("aqa_stage_seconds", "Seconds per scoring stage.", labels=["stage"])
-        for stage, histogram in sorted(self.store.latencies().items()):
+        for stage, histogram in sorted(histograms_from_counters(counters).items()):
             cumulative, buckets = 0, []
             for label in [repr(b) for b in LATENCY_BUCKETS] + ["+Inf"]:
                 cumulative += histogram.buckets.get(label, 0)

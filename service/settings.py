@@ -117,6 +117,19 @@ class ServiceSettings(BaseSettings):
     task_time_limit: float = Field(360.0, gt=0, description="Hard limit: the worker process is killed.")
     result_expires: int = Field(7 * 24 * 3600, gt=0, description="Seconds finished jobs and results are kept.")
     embedded_workers: int = Field(1, ge=1, description="Scoring threads of the embedded pool.")
+    worker_batch_size: int = Field(
+        4, ge=1, le=64,
+        description="Dynamic batching: the most jobs a worker process (or embedded scoring thread) scores in one "
+        "forward pass. A worker that starts a job takes up to this many in all of the jobs waiting in the queue "
+        "(leaving the oldest waiting ones to idle workers); 1 scores one job at a time. The time limits apply "
+        "to the whole batch.",
+    )
+    worker_batch_wait_ms: float = Field(
+        0.0, ge=0, le=1000,
+        description="How long a worker that found fewer waiting jobs than worker_batch_size waits for more before "
+        "its forward pass (0: only the jobs already waiting, no added latency; a GPU server may trade a few ms "
+        "for fuller batches).",
+    )
     refuse_unfamiliar: bool = Field(
         False, description="Fail a job with `out_of_distribution` (HTTP 422 when waited for) instead of scoring a "
         "video unlike the model's training dives (see the result's `familiarity`). Off: score it and flag it."

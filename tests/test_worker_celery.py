@@ -199,3 +199,58 @@ def test_a_running_job_whose_worker_and_message_are_gone_is_queued_again(api: st
         second.stop()
         broker.close()
     assert job.status.value == "done" and job.attempts == 2
+
+
+def test_jobs_waiting_for_a_worker_are_scored_together_each_exactly_once(
+        api: str, env: dict[str, str], store: RedisJobStore, tiny_dataset: Path, tiny_model_dir: Path,
+        tmp_path: Path) -> None:
+    """Dynamic batching with the default batch size (4): of six jobs queued before the worker starts, the first
+    task takes four and the next two (the five waiting, then the one left); the messages of the jobs a batch
+    took find them done, and each result equals the video scored alone."""
+    done_before = finished_count(store)
+    videos = [dive(tiny_dataset, n) for n in range(6)]
+    with ScoringClient(api) as client:
+        job_ids = [client.submit(video, difficulty=3.0).job_id for video in videos]
+        process = worker(env, tmp_path / "worker.log")
+        try:
+            jobs = [client.wait(job_id, timeout=60) for job_id in job_ids]
+            metrics = client.http.get("/metrics").text
+        finally:
+            process.stop()
+    assert [job.status.value for job in jobs] == ["done"] * 6 and [job.attempts for job in jobs] == [1] * 6
+    assert finished_count(store) == done_before + 6
+    log = process.log()
+    assert f"job {job_ids[0]}: attempt 1" in log and f"with waiting job(s) {', '.join(job_ids[1:4])}" in log
+    assert f"job {job_ids[4]}: attempt 1" in log and f"with waiting job(s) {job_ids[5]}" in log
+    assert len({record.worker for record in store.get_many(job_ids)}) == 1
+    alone = Scorer.from_dir(tiny_model_dir)
+    for job, video in zip(jobs, videos, strict=True):
+        assert job.result.score == pytest.approx(alone.score(video, QueryLabels(difficulty=3.0)).score, abs=1e-5)
+    for taken in job_ids[1:4] + job_ids[5:]:  # their own messages came later and found them done
+        assert f"job {taken} is finished, unknown or in another worker's batch: nothing to do" in log
+    assert "aqa_jobs_scored_by_batch_size_total{size=" in metrics
+
+
+def test_a_batch_whose_worker_is_killed_ends_each_job_exactly_once(api: str, env: dict[str, str],
+                                                                   store: RedisJobStore, tiny_dataset: Path,
+                                                                   tmp_path: Path) -> None:
+    done_before = finished_count(store)
+    with ScoringClient(api) as client:
+        job_ids = [client.submit(dive(tiny_dataset, n)).job_id for n in range(3)]
+        first = worker(env, tmp_path / "first.log", test_task_delay_seconds=3)
+        try:
+            holder = wait_until(lambda: len({(r.status.value, r.worker) for r in store.get_many(job_ids)}) == 1
+                                and store.get(job_ids[0]).status.value == "running" and store.get(job_ids[0]).worker,
+                                30, "one worker to take the three jobs")
+            first.kill()  # the worker and its pool, mid-batch: one message unacknowledged, two still queued
+        finally:
+            first.stop()
+        second = worker(env, tmp_path / "second.log")
+        try:
+            jobs = [client.wait(job_id, timeout=60) for job_id in job_ids]
+        finally:
+            second.stop()
+    assert [job.status.value for job in jobs] == ["done"] * 3
+    assert all(record.worker != holder for record in store.get_many(job_ids))
+    assert all(job.attempts >= 2 for job in jobs)
+    assert finished_count(store) == done_before + 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -153,3 +154,42 @@ def test_a_job_that_keeps_losing_its_worker_is_failed_after_max_attempts(tiny_mo
     failed = run_job("j1", store, settings, lambda: model_cache.get_scorer(settings), "w")
     assert failed.status is JobStatus.failed and failed.error.code == "worker_lost"
     assert failed.attempts == settings.max_attempts + 1 and "started 3 times" in failed.error.message
+
+
+def test_the_pool_scores_waiting_jobs_together_as_each_alone(tiny_model_dir: Path, tiny_dataset: Path,
+                                                             tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Dynamic batching with the default batch size (4): the thread that takes a job takes the three waiting
+    behind it, decodes them ahead while the backbone runs (``Scorer.score_stream``, several videos per forward
+    pass when they are decoded in time); each result equals the video scored alone, and an unusable video in
+    the batch fails only its own job."""
+    caplog.set_level(logging.INFO, logger="workers.runner")
+    settings = settings_for(tiny_model_dir, tmp_path, archive_roots=[tiny_dataset, tmp_path])
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a dive at all\n")
+    videos = [tiny_dataset / "videos" / f"dive_{n:05d}.mp4" for n in range(4)]
+    paths = [videos[0], text, videos[1], videos[2], videos[3]]
+    store = SqliteJobStore(settings.sqlite_path, result_expires=3600)
+    now = time.time()
+    store.admit([JobRecord(id=f"j{i}", status=JobStatus.queued, request=request_for(path, difficulty=3.0),
+                           created_at=now + i) for i, path in enumerate(paths)], max_depth=10)
+    pool = EmbeddedPool(settings, SqliteJobStore(settings.sqlite_path, result_expires=3600))
+    pool.start()  # the five are waiting already: queued again at start, in order
+    try:
+        deadline = time.monotonic() + 60
+        while store.unfinished_ids() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        pool.stop()
+    records = store.get_many([f"j{i}" for i in range(5)])
+    assert [r.status for r in records] == [JobStatus.done, JobStatus.failed, JobStatus.done, JobStatus.done,
+                                           JobStatus.done]
+    assert records[1].error.code == "not_a_video"
+    assert "job j0: attempt 1 on" in caplog.text and "with waiting job(s) j1, j2, j3" in caplog.text
+    assert "job j4: attempt 1 on" in caplog.text  # alone: nothing was waiting behind it
+    assert records[4].result.batch_jobs == 1
+    alone = Scorer.from_dir(tiny_model_dir)
+    for record, video in zip([records[i] for i in (0, 2, 3, 4)], videos, strict=True):
+        expected = alone.score(video, QueryLabels(difficulty=3.0))
+        assert record.result.score == pytest.approx(expected.score, abs=1e-5)
+        assert [v.vote for v in record.result.votes] == pytest.approx([v.vote for v in expected.votes], abs=1e-5)
+    assert sum(n for name, n in store.counters().items() if name.startswith("batch_jobs:")) == 4  # each scored once

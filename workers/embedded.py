@@ -4,6 +4,8 @@ Same job semantics as the Celery workers (the same :func:`workers.runner.run_job
 contract): the jobs live in SQLite in the data dir, and at start-up every job accepted but not
 finished before a crash or restart is queued again, oldest first, so an accepted job is never lost.
 Unlike Celery workers, the pool cannot interrupt a running job: time limits are not enforced here.
+Dynamic batching as in the workers: a thread that takes a job also takes the ids waiting in the queue
+behind it, up to ``AQA_WORKER_BATCH_SIZE`` in all, and scores them in one forward pass.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 
 from models.scorer import Scorer
 from service.jobs import JobStore
-from service.schemas import Check
+from service.schemas import Check, JobRecord
 from service.settings import ServiceSettings
 from workers import model_cache
 from workers.heartbeat import Heartbeat, worker_id
@@ -59,10 +62,27 @@ class EmbeddedPool:
 
     def _work(self) -> None:
         name = f"{worker_id()}/{threading.current_thread().name}"
+
+        def take_waiting(limit: int) -> list[JobRecord]:
+            """Jobs waiting in this pool's queue, started as this thread's (dynamic batching)."""
+            taken: list[JobRecord] = []
+            while len(taken) < limit:
+                try:
+                    job_id = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job_id is _STOP:  # left for this thread's next get
+                    self._queue.put(_STOP)
+                    break
+                if (record := self.store.start(job_id, name, time.time())) is not None:
+                    taken.append(record)
+            return taken
+
         while (job_id := self._queue.get()) is not _STOP:
             try:
-                run_job(job_id, self.store, self.settings, lambda: self.scorer, name, heartbeat=self._heartbeat)
-            except Exception:  # the store failed; the job stays unfinished and is re-queued at next start
+                run_job(job_id, self.store, self.settings, lambda: self.scorer, name, heartbeat=self._heartbeat,
+                        take_waiting=take_waiting)
+            except Exception:  # the store failed; the jobs stay unfinished and are re-queued at next start
                 log.exception("job %s could not be run", job_id)
 
     def stop(self) -> None:

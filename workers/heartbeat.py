@@ -13,8 +13,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 
 from service.jobs import JobStore
 from service.schemas import ModelDescription
@@ -45,16 +44,20 @@ class Heartbeat:
         self.store.register_worker(self.worker, self.description, ttl=3 * self.interval, now=now, jobs=jobs)
         self.store.purge_expired(now)
 
-    @contextmanager
-    def running(self, job_id: str) -> Iterator[None]:
-        """List ``job_id`` in this worker's beats while the block runs (enter it before the job starts)."""
+    def hold(self, take: Callable[[], Iterable[str]]) -> list[str]:
+        """Run ``take``, which makes jobs this worker's, and list the ids it returns in this worker's beats.
+
+        No beat falls between the two: a beat after the jobs were taken that did not list them would tell
+        the reconciler that this worker gave them up.
+        """
         with self._jobs_lock:
-            self._jobs.add(job_id)
-        try:
-            yield
-        finally:
-            with self._jobs_lock:
-                self._jobs.discard(job_id)
+            taken = list(take())
+            self._jobs.update(taken)
+        return taken
+
+    def release(self, job_ids: Iterable[str]) -> None:
+        with self._jobs_lock:
+            self._jobs.difference_update(job_ids)
 
     def start(self, announce_now: bool = True) -> None:
         """Announce now (errors propagate) unless told not to, then keep announcing from a daemon thread."""

@@ -1,10 +1,11 @@
-"""Run one scoring job against the job store: the step the Celery task and the embedded pool share.
+"""Run a scoring job against the job store: the step the Celery task and the embedded pool share.
 
 start (count the attempt; skip a job that already finished; fail one that lost its worker
-``max_attempts`` times) -> open the video inside the allowed folders -> score with the process's Scorer
--> (with ``AQA_REFUSE_UNFAMILIAR``, refuse a video unlike the training dives) -> finish (the first stored
-outcome wins) -> delete the uploaded copy. Scoring itself is
-:meth:`models.scorer.Scorer.score`; nothing here knows how a score is made.
+``max_attempts`` times) -> take the jobs waiting in the queue with it, up to ``AQA_WORKER_BATCH_SIZE``
+(dynamic batching) -> open each video inside the allowed folders and decode it -> score the decoded ones
+in one forward pass -> (with ``AQA_REFUSE_UNFAMILIAR``, refuse a video unlike the training dives) -> finish
+each (the first stored outcome wins) -> delete the uploaded copies. Scoring itself is
+:meth:`models.scorer.Scorer.score_decoded`; nothing here knows how a score is made.
 
 The store's :class:`~service.jobs.StoreUnavailable` is not caught: the caller gives the job back to the
 queue (the upload is kept), because an outcome that was not stored does not count.
@@ -15,11 +16,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import ExitStack
 from pathlib import Path
 
 from models.results import OUT_OF_DISTRIBUTION, ScoreResult
-from models.scorer import QueryLabels, Scorer
+from models.scorer import QueryLabels, Scorer, ScoreRequest
 from service.jobs import JobStore
 from service.schemas import JobError, JobRecord
 from service.settings import ConfigurationError, ServiceSettings
@@ -66,6 +67,16 @@ def worker_lost_error(attempts: int) -> JobError:
     )
 
 
+Outcome = tuple[ScoreResult | None, JobError | None]
+"""A job's result, or the error it failed with."""
+
+BATCH_POLL_SECONDS = 0.005
+"""How often a worker waiting for a fuller batch (``worker_batch_wait_ms``) looks at the queue again."""
+
+TakeWaiting = Callable[[int], list[JobRecord]]
+"""Takes up to n waiting jobs as this worker's (each started: running, attempt counted) and returns them."""
+
+
 def run_job(
     job_id: str,
     store: JobStore,
@@ -74,45 +85,122 @@ def run_job(
     worker_id: str,
     time_limit_errors: tuple[type[BaseException], ...] = (),
     heartbeat: Heartbeat | None = None,
+    take_waiting: TakeWaiting | None = None,
 ) -> JobRecord | None:
-    """Score job ``job_id`` once and record the outcome; returns the job as stored afterwards."""
-    with heartbeat.running(job_id) if heartbeat is not None else nullcontext():
+    """Score job ``job_id`` and record its outcome; returns the job as stored afterwards.
+
+    With ``take_waiting``, jobs waiting in the queue join it, up to ``worker_batch_size`` in all (waiting
+    ``worker_batch_wait_ms`` at most for more), and their clips go through the backbone in one forward pass.
+    """
+    hold = heartbeat.hold if heartbeat is not None else _no_heartbeat
+    held = hold(lambda: [job_id])
+    try:
         record = store.start(job_id, worker_id, time.time())
         if record is None:
-            log.info("job %s is finished or unknown: nothing to do (a redelivery after completion)", job_id)
+            log.info("job %s is finished, unknown or in another worker's batch: nothing to do", job_id)
             return store.get(job_id)
-        log.info("job %s: attempt %d on %s", job_id, record.attempts, worker_id)
-        result, error = None, None
-        if record.attempts > settings.max_attempts:
-            error = worker_lost_error(record.attempts - 1)
-        else:
-            result, error = _score(record, settings, scorer, time_limit_errors)
-            if result is not None and (refused := refusal(result, settings)) is not None:
-                result, error = None, refused
-        if store.finish(job_id, time.time(), result=result, error=error):
-            log.info("job %s: %s", job_id, f"score {result.score:.2f}" if result else f"failed ({error.code})")
-        else:
-            log.warning("job %s already had an outcome; this run's was discarded (first result wins)", job_id)
-    if record.request.owns_file:
-        Path(record.request.video_path).unlink(missing_ok=True)
+        batch = [record]
+        if take_waiting is not None and settings.worker_batch_size > 1:
+            batch += _take_batch(take_waiting, hold, held, settings)
+        log.info("job %s: attempt %d on %s%s", job_id, record.attempts, worker_id,
+                 f", with waiting job(s) {', '.join(r.id for r in batch[1:])}" if len(batch) > 1 else "")
+        outcomes = _score_batch(batch, settings, scorer, time_limit_errors)
+        for job, (result, error) in zip(batch, outcomes, strict=True):
+            if store.finish(job.id, time.time(), result=result, error=error):
+                log.info("job %s: %s", job.id, f"score {result.score:.2f}" if result else f"failed ({error.code})")
+            else:
+                log.warning("job %s already had an outcome; this run's was discarded (first result wins)", job.id)
+        for job in batch:
+            if job.request.owns_file:
+                Path(job.request.video_path).unlink(missing_ok=True)
+    finally:
+        if heartbeat is not None:
+            heartbeat.release(held)
     return store.get(job_id)
 
 
-def _score(record: JobRecord, settings: ServiceSettings, scorer: Callable[[], Scorer],
-           time_limit_errors: tuple[type[BaseException], ...]) -> tuple[ScoreResult | None, JobError | None]:
-    request = record.request
+def _no_heartbeat(take: Callable[[], list[str]]) -> list[str]:
+    return list(take())
+
+
+def _take_batch(take_waiting: TakeWaiting, hold: Callable[[Callable[[], list[str]]], list[str]], held: list[str],
+                settings: ServiceSettings) -> list[JobRecord]:
+    """Waiting jobs to score with the one started: what is waiting now, then more for ``worker_batch_wait_ms``."""
+    taken: list[JobRecord] = []
+
+    def take() -> list[str]:
+        records = take_waiting(settings.worker_batch_size - 1 - len(taken))
+        taken.extend(records)
+        return [record.id for record in records]
+
+    deadline = time.monotonic() + settings.worker_batch_wait_ms / 1000
+    while True:
+        held += hold(take)
+        remaining = deadline - time.monotonic()
+        if len(taken) >= settings.worker_batch_size - 1 or remaining <= 0:
+            return taken
+        time.sleep(min(BATCH_POLL_SECONDS, remaining))
+
+
+def _score_batch(batch: list[JobRecord], settings: ServiceSettings, scorer: Callable[[], Scorer],
+                 time_limit_errors: tuple[type[BaseException], ...]) -> list[Outcome]:
+    """Each job's (result, error), scored by :meth:`Scorer.score_stream`: the videos decoded ahead in threads
+    while the backbone runs on those already decoded, several in one forward pass.
+
+    A job started more than ``max_attempts`` times is failed without scoring; a video that cannot be opened,
+    decoded or scored fails its own job only. Over the soft time limit, every job not finished yet fails with
+    ``timeout``.
+    """
+    outcomes: dict[str, Outcome] = {}
     try:
         if settings.test_task_delay_seconds:  # test only: a slow job, to kill or time out mid-way
             time.sleep(settings.test_task_delay_seconds)
-        with open_inside(Path(request.video_path), allowed_roots(request, settings)) as video:
-            labels = QueryLabels(difficulty=request.difficulty, action_class=request.action_class)
-            return scorer().score(video, labels, limits=settings.video_limits), None
-    except VideoError as exc:
-        return None, JobError(code=exc.code, message=exc.reason)
-    except ConfigurationError as exc:
-        return None, JobError(code="model_unavailable", message=f"The scoring model is not available: {exc}")
+        with ExitStack() as open_files:
+            requests: list[ScoreRequest] = []
+            owners: list[JobRecord] = []
+            for record in batch:
+                if record.attempts > settings.max_attempts:
+                    outcomes[record.id] = None, worker_lost_error(record.attempts - 1)
+                    continue
+                request = record.request
+                try:
+                    video = open_files.enter_context(open_inside(Path(request.video_path),
+                                                                 allowed_roots(request, settings)))
+                except VideoError as exc:
+                    outcomes[record.id] = _failure(record.id, exc)
+                    continue
+                labels = QueryLabels(difficulty=request.difficulty, action_class=request.action_class)
+                requests.append(ScoreRequest(video, labels))
+                owners.append(record)
+            if requests:
+                stream = scorer().score_stream(requests, limits=settings.video_limits,
+                                               max_batch=settings.worker_batch_size)
+                for record, (_, outcome) in zip(owners, stream, strict=True):
+                    if isinstance(outcome, time_limit_errors):
+                        raise outcome
+                    outcomes[record.id] = (outcome, None) if isinstance(outcome, ScoreResult) else \
+                        _failure(record.id, outcome)
     except time_limit_errors:
-        return None, timeout_error(settings.task_soft_time_limit)
-    except Exception:
-        log.exception("job %s failed", record.id)
-        return None, internal_error(record.id)
+        timeout = timeout_error(settings.task_soft_time_limit)
+        outcomes = {record.id: outcomes.get(record.id, (None, timeout)) for record in batch}
+    except Exception as exc:  # noqa: BLE001 - e.g. the model cannot be loaded: each unfinished job fails with why
+        outcomes = {record.id: outcomes.get(record.id) or _failure(record.id, exc) for record in batch}
+    return [_refused(outcomes[record.id], settings) for record in batch]
+
+
+def _failure(job_id: str, exc: BaseException) -> Outcome:
+    """The error a job ends with when scoring raised ``exc``."""
+    if isinstance(exc, VideoError):
+        return None, JobError(code=exc.code, message=exc.reason)
+    if isinstance(exc, ConfigurationError):
+        return None, JobError(code="model_unavailable", message=f"The scoring model is not available: {exc}")
+    log.error("job %s failed", job_id, exc_info=exc)
+    return None, internal_error(job_id)
+
+
+def _refused(outcome: Outcome, settings: ServiceSettings) -> Outcome:
+    """An unfamiliar video's result turned into the ``out_of_distribution`` error when the service refuses those."""
+    result, _ = outcome
+    if result is not None and (refused := refusal(result, settings)) is not None:
+        return None, refused
+    return outcome

@@ -6,6 +6,10 @@ at once with the reason, and never loads the model nor asks torch about CUDA its
 right after the fork (``worker_process_init``), takes its share of the CPU threads, loads its own copy of
 the model and starts announcing itself.
 
+Dynamic batching: a task that starts its job also takes jobs waiting in the queue, up to
+``AQA_WORKER_BATCH_SIZE`` in all (:meth:`RedisJobStore.claim_waiting`), and scores them in one forward
+pass; the time limits then apply to the batch. Their own messages, when they arrive, find them taken.
+
 A job whose outcome cannot be stored (the store stayed unreachable for ``AQA_STORE_RETRY_SECONDS``) is
 rejected back to the queue, never acknowledged as done.
 """
@@ -21,7 +25,9 @@ from celery.exceptions import Reject, SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown
 
 from models.scorer import Scorer
-from service.jobs import JobStore, StoreUnavailable, open_job_store
+from service.jobs import StoreUnavailable, open_job_store, open_redis_job_store
+from service.jobs.redis import RedisJobStore
+from service.schemas import JobRecord
 from service.settings import ConfigurationError, ServiceSettings
 from workers import fork_safety, model_cache
 from workers.celery_app import TASK_NAME, app
@@ -31,7 +37,7 @@ from workers.runner import internal_error, run_job, timeout_error
 
 log = logging.getLogger(__name__)
 
-_store: tuple[int, JobStore] | None = None
+_store: tuple[int, RedisJobStore] | None = None
 _heartbeat: tuple[int, Heartbeat] | None = None
 _pool_processes = 1
 """The worker's concurrency, set in the main process before the pool forks (so every pool process knows it)."""
@@ -41,12 +47,12 @@ def worker_settings() -> ServiceSettings:
     return app.aqa_settings
 
 
-def store() -> JobStore:
+def store() -> RedisJobStore:
     """This process's job store connection (a forked process opens its own); retries an unreachable Redis."""
     global _store
     if _store is None or _store[0] != os.getpid():
         settings = worker_settings()
-        _store = (os.getpid(), open_job_store(settings, retry_seconds=settings.store_retry_seconds))
+        _store = (os.getpid(), open_redis_job_store(settings, retry_seconds=settings.store_retry_seconds))
     return _store[1]
 
 
@@ -77,11 +83,16 @@ class ScoreTask(Task):
             log.error("job %s: could not record its failure (%s)", job_id, unavailable)
 
 
+def take_waiting(limit: int) -> list[JobRecord]:
+    """Jobs waiting in the queue that this process scores with the one it started (dynamic batching)."""
+    return store().claim_waiting(worker_id(), time.time(), limit)
+
+
 @app.task(name=TASK_NAME, base=ScoreTask, bind=True)
 def score_job(self: Task, job_id: str) -> dict[str, str]:
     try:
         record = run_job(job_id, store(), worker_settings(), scorer, worker_id(),
-                         time_limit_errors=(SoftTimeLimitExceeded,), heartbeat=heartbeat())
+                         time_limit_errors=(SoftTimeLimitExceeded,), heartbeat=heartbeat(), take_waiting=take_waiting)
     except StoreUnavailable as exc:
         log.error("job %s: %s; giving it back to the queue (not acknowledged)", job_id, exc)
         raise Reject(str(exc), requeue=True) from exc

@@ -6,6 +6,8 @@ implementation the settings ask for (SQLite in embedded mode, Redis with a broke
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from service.jobs.base import (
     LATENCY_BUCKETS,
     STAGES,
@@ -15,11 +17,16 @@ from service.jobs.base import (
     StoreUnavailable,
     WorkerBeat,
     bucket_label,
+    histograms_from_counters,
 )
-from service.settings import ServiceSettings
+from service.settings import ConfigurationError, ServiceSettings
+
+if TYPE_CHECKING:
+    from service.jobs.redis import RedisJobStore
 
 __all__ = ["LATENCY_BUCKETS", "STAGES", "FinishedListener", "Histogram", "JobStore", "StoreUnavailable",
-           "WorkerBeat", "bucket_label", "open_job_store"]
+           "WorkerBeat", "bucket_label", "histograms_from_counters", "open_job_store",
+           "open_redis_job_store"]
 
 API_STORE_RETRY_SECONDS = 0.0
 """The API never waits for the store: it answers 503 + Retry-After at once and the client retries."""
@@ -35,7 +42,14 @@ def open_job_store(settings: ServiceSettings, retry_seconds: float = API_STORE_R
         from service.jobs.sqlite import SqliteJobStore
 
         return SqliteJobStore(settings.sqlite_path, result_expires=settings.result_expires)
+    return open_redis_job_store(settings, retry_seconds)
+
+
+def open_redis_job_store(settings: ServiceSettings, retry_seconds: float) -> RedisJobStore:
+    """The Celery mode's store, on the result-backend Redis (the broker's when none is set)."""
     from service.jobs.redis import RedisJobStore
 
+    if settings.store_url is None:
+        raise ConfigurationError("AQA_BROKER_URL is not set: the Celery mode keeps its jobs in Redis")
     return RedisJobStore(settings.store_url, prefix=settings.key_prefix, result_expires=settings.result_expires,
                          retry_seconds=retry_seconds)

@@ -49,13 +49,14 @@ def bucket_label(seconds: float) -> str:
 
 
 def latency_counter_increments(record: JobRecord, result: ScoreResult | None) -> dict[str, float]:
-    """Counter increments a job's completion adds: ``latency:<stage>:<bucket|sum|count>``."""
+    """Counter increments a job's completion adds: ``latency:<stage>:<bucket|sum|count>``, ``batch_jobs:<n>``."""
     seconds: dict[str, float] = {}
     if record.started_at is not None:
         seconds["queue_wait"] = max(0.0, record.started_at - record.created_at)
+    increments: dict[str, float] = {}
     if result is not None:
         seconds.update({k: v for k, v in result.timings.items() if k in STAGES})
-    increments: dict[str, float] = {}
+        increments[f"batch_jobs:{result.batch_jobs}"] = 1
     for stage, value in seconds.items():
         increments[f"latency:{stage}:{bucket_label(value)}"] = 1
         increments[f"latency:{stage}:sum"] = value
@@ -118,7 +119,8 @@ class JobStore(ABC):
 
     @abstractmethod
     def start(self, job_id: str, worker: str, now: float) -> JobRecord | None:
-        """Mark running and count the attempt; None if the job is unknown or already finished."""
+        """Mark running and count the attempt; None if the job is unknown or already finished, or (Redis) held
+        in the batch of a live worker that took it from the queue."""
 
     @abstractmethod
     def finish(self, job_id: str, now: float, result: ScoreResult | None = None,
@@ -136,9 +138,6 @@ class JobStore(ABC):
     @abstractmethod
     def counters(self) -> dict[str, float]:
         """All cumulative counters (``finished:<status>``, ``latency:<stage>:...``)."""
-
-    def latencies(self) -> dict[str, Histogram]:
-        return histograms_from_counters(self.counters())
 
     @abstractmethod
     def event_jobs(self, competition: str | None, event: str | None) -> list[JobRecord]:

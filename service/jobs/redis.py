@@ -2,7 +2,8 @@
 
 Keys (``P`` is ``AQA_KEY_PREFIX``)::
 
-    P job:<id>      hash: status, request, created_at, started_at, finished_at, attempts, worker, result, error
+    P job:<id>      hash: status, request, created_at, started_at, finished_at, attempts, worker, result, error,
+                    batched ("1" while a worker holds it in a batch it took from the queue)
     P active        sorted set of unfinished job ids, scored by acceptance time (the queue depth)
     P counters      hash of cumulative counters (finished:<status>, latency:<stage>:<bucket|sum|count>)
     P batch:<id>    JSON BatchRecord
@@ -12,8 +13,14 @@ Keys (``P`` is ``AQA_KEY_PREFIX``)::
     P model:<fp>    JSON ModelDescription of a loaded model
     P finished      pub/sub channel: the id of every job the moment its outcome is stored
 
-Admission, start, finish and requeue are Lua scripts, so each is one atomic step on the server: two
-workers finishing the same redelivered job cannot both store a result. Finished jobs expire after
+Admission, start, finish, requeue and claim are Lua scripts, so each is one atomic step on the server: two
+workers finishing the same redelivered job cannot both store a result.
+
+Dynamic batching (``claim_waiting``): a worker that starts a job may also take waiting (queued) jobs and
+score them in the same forward pass; it marks them running under itself with ``batched``. When such a
+job's own message reaches a worker later, ``start`` leaves it alone while its holder's heartbeat is alive
+(the holder stores its outcome; a finished job is skipped anyway); if the holder dies, the reconciler
+queues the job again, as for any job of a gone worker. Finished jobs expire after
 ``result_expires`` seconds; an event's index twice that after its latest admission or finished job,
 and ids of expired jobs are dropped from it when it is read. The scripts name keys they build from the
 prefix (single Redis, not Cluster).
@@ -78,9 +85,41 @@ return 1
 START = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' and status ~= 'running' then return 0 end
+if status == 'running' and redis.call('HGET', KEYS[1], 'batched') == '1' then
+  local beat = redis.call('HGET', KEYS[2], redis.call('HGET', KEYS[1], 'worker'))
+  if beat and tonumber(cjson.decode(beat).expires_at) > tonumber(ARGV[1]) then return 0 end
+end
 redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1], 'worker', ARGV[2])
+redis.call('HDEL', KEYS[1], 'batched')
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 return 1
+"""
+
+CLAIM = """
+local now, me, limit = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local idle = 0
+local workers = redis.call('HGETALL', KEYS[2])
+for i = 1, #workers, 2 do
+  local beat = cjson.decode(workers[i + 1])
+  if workers[i] ~= me and tonumber(beat.expires_at) > now and (beat.jobs == nil or #beat.jobs == 0) then
+    idle = idle + 1
+  end
+end
+local taken = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if #taken >= limit then break end
+  local key = ARGV[4] .. 'job:' .. id
+  if redis.call('HGET', key, 'status') == 'queued' then
+    if idle > 0 then
+      idle = idle - 1
+    else
+      redis.call('HSET', key, 'status', 'running', 'started_at', ARGV[1], 'worker', me, 'batched', '1')
+      redis.call('HINCRBY', key, 'attempts', 1)
+      table.insert(taken, id)
+    end
+  end
+end
+return taken
 """
 
 FINISH = """
@@ -105,6 +144,7 @@ if redis.call('HGET', KEYS[1], 'status') ~= 'running' or redis.call('HGET', KEYS
   return 0
 end
 redis.call('HSET', KEYS[1], 'status', 'queued')
+redis.call('HDEL', KEYS[1], 'batched')
 return 1
 """
 
@@ -158,6 +198,7 @@ class RedisJobStore(JobStore):
         self._start = self.client.register_script(START)
         self._finish = self.client.register_script(FINISH)
         self._requeue = self.client.register_script(REQUEUE)
+        self._claim = self.client.register_script(CLAIM)
 
     def _job_key(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"
@@ -205,9 +246,21 @@ class RedisJobStore(JobStore):
 
     @_retried
     def start(self, job_id: str, worker: str, now: float) -> JobRecord | None:
-        if not self._start(keys=[self._job_key(job_id)], args=[now, worker]):
+        if not self._start(keys=[self._job_key(job_id), self._workers], args=[now, worker]):
             return None
         return self._get_many([job_id])[0]
+
+    @_retried
+    def claim_waiting(self, worker: str, now: float, limit: int) -> list[JobRecord]:
+        """Take up to ``limit`` queued jobs, oldest first, as running under ``worker`` (attempt counted).
+
+        As many of the oldest waiting jobs as there are idle live workers (announced, running nothing) are
+        left to them: their messages reach those workers next.
+        """
+        if limit <= 0:
+            return []
+        taken = self._claim(keys=[self._active, self._workers], args=[now, worker, limit, self.prefix])
+        return [record for record in self._get_many(taken) if record is not None]
 
     @_retried
     def finish(self, job_id: str, now: float, result: ScoreResult | None = None,
