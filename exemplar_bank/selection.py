@@ -19,6 +19,7 @@ class and (class, difficulty). A query then sorts only the few rows a tier can s
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Literal
@@ -39,6 +40,8 @@ TIER_REASONS = (
 )
 DIFFICULTY_ATOL = 1e-6
 """Difficulties match as ``np.isclose(bank, query, atol=1e-6)`` (and numpy's default rtol, 1e-5)."""
+TIER_CACHE_SIZE = 1024
+"""Distinct (difficulty, class) query labels whose tiers an index keeps (a meet has a few dozen)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,7 @@ class ExemplarIndex:
         self._by_class = {name: np.array(rows) for name, rows in by_class.items()}
         self._by_both = {key: np.array(rows) for key, rows in by_both.items()}
         self._all_rows = np.arange(self.size)
+        self._tiers = functools.lru_cache(maxsize=TIER_CACHE_SIZE)(self._find_tiers)
 
     def distances(self, queries: torch.Tensor) -> np.ndarray:
         """Cosine distances 1 - <f_i, q> / (|f_i| |q|) of clip-averaged features: (D,) -> (N,), or a batch
@@ -117,8 +121,9 @@ class ExemplarIndex:
             reasons.extend([reason] * len(best))
         return Selection(chosen, reasons)
 
-    def _tiers(self, difficulty: float | None, action_class: str | None) -> list[np.ndarray | None]:
-        """The candidate rows of each tier, ascending (None: the tier's key is unknown for the query)."""
+    def _find_tiers(self, difficulty: float | None, action_class: str | None) -> list[np.ndarray | None]:
+        """The candidate rows of each tier, ascending (None: the tier's key is unknown for the query); kept per
+        (difficulty, class) by ``_tiers``, so a query with labels seen before only looks them up."""
         values = [] if difficulty is None else self._difficulty_values[
             np.isclose(self._difficulty_values, difficulty, atol=DIFFICULTY_ATOL)]
         empty = np.empty(0, dtype=np.int64)
