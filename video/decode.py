@@ -48,6 +48,10 @@ MOTION_FLOOR = 1.0
 ONE_PASS_BYTES = 256 * 2**20
 """Most bytes of preprocessed frames the motion window keeps to sample from in one pass (21,000 frames of
 64 x 64, 1,780 of 224 x 224); samples beyond them are decoded in a second pass."""
+UNCONVERTED_BYTES = 64 * 2**20
+"""Most bytes of decoded frames the motion window keeps as they are (about 560 frames of 320 x 240 YUV 4:2:0,
+45 of 1280 x 720), converting only those sampled once the span is known; frames kept beyond them are
+preprocessed as they come."""
 
 
 @dataclass(frozen=True)
@@ -151,8 +155,9 @@ def _decode_localised(
 ) -> DecodedVideo:
     """Localise the action in ``[first, last]`` from grey thumbnails and sample it, in one decode pass.
 
-    Every frame of the range gets its thumbnail; the frames near motion are also preprocessed and kept, so
-    the samples can be taken from them once the span is known. Which frames are near motion is judged as
+    Every frame of the range gets its thumbnail; the frames near motion are also kept, so the samples can be
+    taken from them once the span is known: as decoded, and preprocessed only if sampled, up to
+    :data:`UNCONVERTED_BYTES`, then preprocessed as they come. Which frames are near motion is judged as
     the pass goes (:class:`_MotionTracker`), a short delay after each frame, so the margin before motion is
     kept too; the quiet frames far from motion are not converted. The span itself is then located from all
     the thumbnails, exactly as before; a sample that was not kept (motion that came back after a long quiet
@@ -165,13 +170,19 @@ def _decode_localised(
     thumbnails = np.empty((count, height, THUMBNAIL_WIDTH), dtype=np.uint8)
     timestamps = np.full(count, np.nan)
     tracker = _MotionTracker(count, fps, window)
-    kept: dict[int, np.ndarray] = {}
+    kept: dict[int, np.ndarray | tuple[av.VideoFrame, Fraction | None]] = {}
     room = ONE_PASS_BYTES // (preprocessing.crop * preprocessing.crop * 3)
+    unconverted_room: int | None = None
     delayed: deque[tuple[int, av.VideoFrame, Fraction | None]] = deque()
     thumbnailer, reformatter = VideoReformatter(), VideoReformatter()  # one swscale context per output
 
     def keep(k: int, frame: av.VideoFrame, sample_aspect: Fraction | None) -> None:
-        if len(kept) < room:
+        nonlocal unconverted_room
+        if unconverted_room is None:
+            unconverted_room = UNCONVERTED_BYTES // sum(plane.buffer_size for plane in frame.planes)
+        if len(kept) < min(unconverted_room, room):
+            kept[k] = (frame, sample_aspect)
+        elif len(kept) < room:
             kept[k] = _preprocess_frame(frame, preprocessing, sample_aspect, reformatter)
 
     for index, frame, seconds, sample_aspect in _decoded_frames(path, info, limits, last, first):
@@ -191,6 +202,10 @@ def _decode_localised(
         if start <= k <= end:
             keep(k, frame, sample_aspect)
     indices = sample_frame_indices(first + start, first + end, preprocessing.num_frames, preprocessing.sampling)
+    for k in map(int, np.unique(indices - first)):
+        if isinstance(kept.get(k), tuple):
+            frame, sample_aspect = kept[k]
+            kept[k] = _preprocess_frame(frame, preprocessing, sample_aspect, reformatter)
     seconds_of = {k: float(timestamps[k]) for k in kept}
     missing = np.unique([i for i in indices if i - first not in kept])
     if len(missing):
