@@ -120,10 +120,11 @@ class Scorer:
         """uint8 frames (T, H, W, 3) -> per-clip features (num_clips, D)."""
         return self.extractor(decoded)
 
-    def decode(self, path: Path, limits: VideoLimits = DEFAULT_LIMITS) -> DecodedQuery:
-        """Decode a video as this model reads it (raises video.errors.VideoError for unusable files)."""
+    def decode(self, path: Path, limits: VideoLimits = DEFAULT_LIMITS, codec_threads: bool = True) -> DecodedQuery:
+        """Decode a video as this model reads it (raises video.errors.VideoError for unusable files);
+        ``codec_threads``: FFmpeg's own decoding threads (see :func:`video.decode.decode_video`)."""
         start = time.perf_counter()
-        decoded = decode_video(Path(path), self.preprocessing, limits)
+        decoded = decode_video(Path(path), self.preprocessing, limits, codec_threads=codec_threads)
         return DecodedQuery(decoded, decode_seconds=time.perf_counter() - start)
 
     def score(self, path: Path, labels: QueryLabels = QueryLabels(), limits: VideoLimits = DEFAULT_LIMITS,
@@ -137,17 +138,17 @@ class Scorer:
                      ) -> Iterator[tuple[ScoreRequest, ScoreResult | Exception]]:
         """Score many videos, pipelined; yields ``(request, result or the exception it raised)`` in request order.
 
-        ``decode_workers`` threads decode ahead (at most ``2 * max_batch`` videos held decoded) while this thread
-        runs the backbone and the votes on those already decoded; whatever is decoded when the backbone is free
-        (the next video, waited for, then up to ``max_batch`` in all that are ready) goes through it in one
-        forward pass.
+        ``decode_workers`` threads decode ahead (at most ``2 * max_batch`` videos held decoded, each decode on one
+        thread, without FFmpeg's own) while this thread runs the backbone and the votes on those already
+        decoded; whatever is decoded when the backbone is free (the next video, waited for, then up to
+        ``max_batch`` in all that are ready) goes through it in one forward pass.
         """
         pending: deque[tuple[ScoreRequest, Future[DecodedQuery]]] = deque()
         queue = iter(requests)
         with ThreadPoolExecutor(decode_workers, thread_name_prefix="decode") as pool:
             def top_up() -> None:
                 for request in islice(queue, 2 * max_batch - len(pending)):
-                    pending.append((request, pool.submit(self.decode, request.path, limits)))
+                    pending.append((request, pool.submit(self.decode, request.path, limits, False)))
 
             top_up()
             while pending:

@@ -77,6 +77,7 @@ def decode_video(
     limits: VideoLimits = DEFAULT_LIMITS,
     start_frame: int | None = None,
     end_frame: int | None = None,
+    codec_threads: bool = True,
 ) -> DecodedVideo:
     """Sample ``preprocessing.num_frames`` frames over ``[start_frame, end_frame]``.
 
@@ -88,7 +89,9 @@ def decode_video(
     short side is ``preprocessing.resize`` (display aspect kept, phone rotation applied) and centre-cropped to
     ``preprocessing.crop``; with ``preprocessing.stretch_to`` it is instead converted to RGB at full
     size, rotated for display, stretched and cropped (``video.spatial.stretch_and_crop``). Limits apply
-    to the whole file; the source is decoded from its start up to the last sampled frame.
+    to the whole file; the source is decoded from its start up to the last sampled frame. ``codec_threads``:
+    FFmpeg's own frame and slice threads; callers that decode several videos at once in their own threads
+    turn them off (the same frames for fewer CPU seconds).
 
     Raises a :class:`video.errors.VideoError` subclass for every unusable file.
     """
@@ -96,9 +99,10 @@ def decode_video(
     info = probe_video(path, limits, count_frames=True)
     first, last = frame_range(info.frame_count, start_frame, end_frame)
     if preprocessing.motion_window is not None:
-        return _decode_localised(path, info, first, last, preprocessing, preprocessing.motion_window, limits)
+        return _decode_localised(path, info, first, last, preprocessing, preprocessing.motion_window, limits,
+                                 codec_threads)
     indices = sample_frame_indices(first, last, preprocessing.num_frames, preprocessing.sampling)
-    return decode_frames(path, indices, preprocessing, limits, info=info)
+    return decode_frames(path, indices, preprocessing, limits, info=info, codec_threads=codec_threads)
 
 
 def sample_video(
@@ -126,11 +130,13 @@ def decode_frames(
     limits: VideoLimits = DEFAULT_LIMITS,
     info: VideoInfo | None = None,
     full_frame: bool = False,
+    codec_threads: bool = True,
 ) -> DecodedVideo:
     """The source frames at ``indices`` (any order, repeats allowed), preprocessed spatially.
 
     ``full_frame`` skips the centre crop: frames keep the resized (or stretched) size, for training's
-    random crops. ``info`` is the file's probe when the caller already has it (:func:`sample_video`).
+    random crops. ``info`` is the file's probe when the caller already has it (:func:`sample_video`);
+    ``codec_threads`` as in :func:`decode_video`.
     """
     path = Path(path)
     info = info if info is not None else probe_video(path, limits, count_frames=True)
@@ -139,7 +145,7 @@ def decode_frames(
     if wanted[0] < 0 or wanted[-1] >= info.frame_count:
         raise FrameRangeError(f"Frames {wanted[0]}-{wanted[-1]} were asked of a video with {info.frame_count} "
                               f"frames (0-{info.frame_count - 1}).")
-    frames, timestamps = _decode_wanted_frames(path, info, wanted, preprocessing, limits, full_frame)
+    frames, timestamps = _decode_wanted_frames(path, info, wanted, preprocessing, limits, full_frame, codec_threads)
     slot = np.searchsorted(wanted, indices)
     return DecodedVideo(frames=frames[slot], frame_indices=indices, timestamps=timestamps[slot], info=info)
 
@@ -152,6 +158,7 @@ def _decode_localised(
     preprocessing: Preprocessing,
     window: MotionWindow,
     limits: VideoLimits,
+    codec_threads: bool = True,
 ) -> DecodedVideo:
     """Localise the action in ``[first, last]`` from grey thumbnails and sample it, in one decode pass.
 
@@ -185,7 +192,7 @@ def _decode_localised(
         elif len(kept) < room:
             kept[k] = _preprocess_frame(frame, preprocessing, sample_aspect, reformatter)
 
-    for index, frame, seconds, sample_aspect in _decoded_frames(path, info, limits, last, first):
+    for index, frame, seconds, sample_aspect in _decoded_frames(path, info, limits, last, first, codec_threads):
         if index < first:
             continue
         k = index - first
@@ -209,7 +216,8 @@ def _decode_localised(
     seconds_of = {k: float(timestamps[k]) for k in kept}
     missing = np.unique([i for i in indices if i - first not in kept])
     if len(missing):
-        frames, seconds = _decode_wanted_frames(path, info, missing, preprocessing, limits)
+        frames, seconds = _decode_wanted_frames(path, info, missing, preprocessing, limits,
+                                                codec_threads=codec_threads)
         for index, frame, second in zip(missing, frames, seconds):
             kept[int(index) - first], seconds_of[int(index) - first] = frame, float(second)
     return DecodedVideo(frames=np.stack([kept[int(i) - first] for i in indices]), frame_indices=indices,
@@ -270,10 +278,11 @@ def _localise(
 
 
 def _decoded_frames(
-    path: Path, info: VideoInfo, limits: VideoLimits, last: int, first: int = 0
+    path: Path, info: VideoInfo, limits: VideoLimits, last: int, first: int = 0, codec_threads: bool = True
 ) -> Iterator[tuple[int, av.VideoFrame, float, Fraction | None]]:
     """Frames ``first..last`` (and possibly some before) as ``(index, frame, seconds after the first frame,
-    sample aspect)``, threaded decode; callers skip indices below ``first``.
+    sample aspect)``, decoded with FFmpeg's threads unless ``codec_threads`` is off; callers skip indices
+    below ``first``.
 
     When ``first`` lies beyond the first keyframe, decoding starts at the last keyframe at or before it
     (:func:`_seek_point`) instead of the start. Seconds come from the frame's timestamp, else ``index / fps``,
@@ -283,7 +292,7 @@ def _decoded_frames(
     decoded = 0
     with open_container(path, limits) as container:
         stream = container.streams[info.stream_index]
-        stream.codec_context.thread_type = "AUTO"
+        stream.codec_context.thread_type = "AUTO" if codec_threads else "NONE"
         sample_aspect = _valid(stream.sample_aspect_ratio)
         start_seconds: float | None = None
         index = -1
@@ -357,7 +366,7 @@ def _seek_point(path: Path, info: VideoInfo, limits: VideoLimits, first: int) ->
 
 def _decode_wanted_frames(
     path: Path, info: VideoInfo, wanted: np.ndarray, preprocessing: Preprocessing, limits: VideoLimits,
-    full_frame: bool = False,
+    full_frame: bool = False, codec_threads: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decode up to the last wanted index, converting only the wanted frames.
 
@@ -367,7 +376,8 @@ def _decode_wanted_frames(
     timestamps = np.full(len(wanted), np.nan)
     filled = 0
     reformatter = VideoReformatter()
-    for index, frame, seconds, sample_aspect in _decoded_frames(path, info, limits, int(wanted[-1]), int(wanted[0])):
+    for index, frame, seconds, sample_aspect in _decoded_frames(path, info, limits, int(wanted[-1]), int(wanted[0]),
+                                                                codec_threads):
         if index == wanted[filled]:
             image = _preprocess_frame(frame, preprocessing, sample_aspect, reformatter, full_frame)
             if frames is None:
