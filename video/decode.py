@@ -4,9 +4,11 @@ Pipeline: probe (typed errors, limits) -> exact frame count (packets demuxed and
 decoded) -> T uniform indices -> one threaded decode pass that converts only the sampled frames, each
 straight to the small target size, and stops after the last one. When the preprocessing has a motion
 window, the same single pass also takes a grey thumbnail of every frame of the range and keeps the frames
-near motion preprocessed; the span that moves is found from the thumbnails afterwards and the T frames are
-taken from those kept (``_decode_localised``). On a 30 s 1280x720 dive that is 65 of 750 frames converted
-and 1.3 x the speed of the former two passes (thumbnails, then the samples again; benchmarks/RESULTS.md).
+near motion (as decoded within a memory budget, else preprocessed); the span that moves is found from the
+thumbnails afterwards and the T frames are taken from those kept, converting only those sampled
+(``_decode_localised``). On a 30 s 1280x720 dive that was 65 of 750 frames converted and 1.3 x the speed of
+the former two passes (thumbnails, then the samples again; benchmarks/RESULTS.md); on a 116-frame 320x240
+synthetic dive, 32 frames converted instead of the 74 near motion.
 
 Counting packets took 8-12 ms where decoding took 0.26-0.8 s (4 s and 12 s 854x480 H.264 clips,
 benchmarks/bench_decode.py, 2-core machine), and it spares converting and holding every frame of an
