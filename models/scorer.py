@@ -120,10 +120,11 @@ class Scorer:
         """uint8 frames (T, H, W, 3) -> per-clip features (num_clips, D)."""
         return self.extractor(decoded)
 
-    def decode(self, path: Path, limits: VideoLimits = DEFAULT_LIMITS) -> DecodedQuery:
-        """Decode a video as this model reads it (raises video.errors.VideoError for unusable files)."""
+    def decode(self, path: Path, limits: VideoLimits = DEFAULT_LIMITS, codec_threads: bool = True) -> DecodedQuery:
+        """Decode a video as this model reads it (raises video.errors.VideoError for unusable files);
+        ``codec_threads``: FFmpeg's own decoding threads (see :func:`video.decode.decode_video`)."""
         start = time.perf_counter()
-        decoded = decode_video(Path(path), self.preprocessing, limits)
+        decoded = decode_video(Path(path), self.preprocessing, limits, codec_threads=codec_threads)
         return DecodedQuery(decoded, decode_seconds=time.perf_counter() - start)
 
     def score(self, path: Path, labels: QueryLabels = QueryLabels(), limits: VideoLimits = DEFAULT_LIMITS,
@@ -137,32 +138,39 @@ class Scorer:
                      ) -> Iterator[tuple[ScoreRequest, ScoreResult | Exception]]:
         """Score many videos, pipelined; yields ``(request, result or the exception it raised)`` in request order.
 
-        ``decode_workers`` threads decode ahead (at most ``2 * max_batch`` videos held decoded) while this thread
-        runs the backbone and the votes on those already decoded; whatever is decoded when the backbone is free
-        (the next video, waited for, then up to ``max_batch`` in all that are ready) goes through it in one
-        forward pass.
+        ``decode_workers`` threads decode ahead (at most ``2 * max_batch`` videos held decoded, each decode on one
+        thread, without FFmpeg's own) while this thread runs the backbone and the votes on those already
+        decoded; whatever is decoded when the backbone is free (the next video, waited for, then up to
+        ``max_batch`` in all that are ready) goes through it in one forward pass. While a decode is in flight,
+        torch runs with one intra-op thread (process-wide; also while the caller handles a result), so its
+        threads do not wait on each other for the cores the decodes use; with none, with the count it had.
         """
         pending: deque[tuple[ScoreRequest, Future[DecodedQuery]]] = deque()
         queue = iter(requests)
+        threads = torch.get_num_threads()
         with ThreadPoolExecutor(decode_workers, thread_name_prefix="decode") as pool:
             def top_up() -> None:
                 for request in islice(queue, 2 * max_batch - len(pending)):
-                    pending.append((request, pool.submit(self.decode, request.path, limits)))
+                    pending.append((request, pool.submit(self.decode, request.path, limits, False)))
 
             top_up()
-            while pending:
-                ready: list[tuple[ScoreRequest, DecodedQuery]] = []
-                while pending and len(ready) < max_batch and (not ready or pending[0][1].done()):
-                    request, future = pending.popleft()
-                    error = future.exception()
-                    if error is not None:
-                        yield from self._score_ready(ready)
-                        ready = []
-                        yield request, error
-                    else:
-                        ready.append((request, replace(future.result(), labels=request.labels)))
-                top_up()
-                yield from self._score_ready(ready)
+            try:
+                while pending:
+                    ready: list[tuple[ScoreRequest, DecodedQuery]] = []
+                    while pending and len(ready) < max_batch and (not ready or pending[0][1].done()):
+                        request, future = pending.popleft()
+                        error = future.exception()
+                        if error is not None:
+                            yield from self._score_ready(ready)
+                            ready = []
+                            yield request, error
+                        else:
+                            ready.append((request, replace(future.result(), labels=request.labels)))
+                    top_up()
+                    torch.set_num_threads(1 if any(not future.done() for _, future in pending) else threads)
+                    yield from self._score_ready(ready)
+            finally:
+                torch.set_num_threads(threads)
 
     def _score_ready(self, ready: list[tuple[ScoreRequest, DecodedQuery]],
                      ) -> Iterator[tuple[ScoreRequest, ScoreResult | Exception]]:

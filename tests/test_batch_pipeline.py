@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from models.scorer import QueryLabels, Scorer, ScoreRequest
 from video.errors import NotAVideoError
@@ -53,3 +54,19 @@ def test_duplicate_listings_each_get_a_result(scorer: Scorer, tiny_dataset: Path
     requests = [ScoreRequest(video), ScoreRequest(copy), ScoreRequest(video)]
     scores = [outcome.score for _, outcome in scorer.score_stream(requests, max_batch=2)]
     assert scores == pytest.approx([scores[0]] * 3, abs=1e-5)
+
+
+def test_torch_gets_its_thread_count_back(scorer: Scorer, tiny_dataset: Path) -> None:
+    """One intra-op thread while decodes are in flight; the count it had after the stream, also one left early."""
+    requests = [ScoreRequest(path) for path in sorted((tiny_dataset / "videos").glob("*.mp4"))[:6]]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert len(list(scorer.score_stream(requests, max_batch=2))) == len(requests)
+        assert torch.get_num_threads() == 2
+        stream = scorer.score_stream(requests, max_batch=2)
+        next(stream)
+        stream.close()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -4,9 +4,11 @@ Pipeline: probe (typed errors, limits) -> exact frame count (packets demuxed and
 decoded) -> T uniform indices -> one threaded decode pass that converts only the sampled frames, each
 straight to the small target size, and stops after the last one. When the preprocessing has a motion
 window, the same single pass also takes a grey thumbnail of every frame of the range and keeps the frames
-near motion preprocessed; the span that moves is found from the thumbnails afterwards and the T frames are
-taken from those kept (``_decode_localised``). On a 30 s 1280x720 dive that is 65 of 750 frames converted
-and 1.3 x the speed of the former two passes (thumbnails, then the samples again; benchmarks/RESULTS.md).
+near motion (as decoded within a memory budget, else preprocessed); the span that moves is found from the
+thumbnails afterwards and the T frames are taken from those kept, converting only those sampled
+(``_decode_localised``). On a 30 s 1280x720 dive that was 65 of 750 frames converted and 1.3 x the speed of
+the former two passes (thumbnails, then the samples again; benchmarks/RESULTS.md); on a 116-frame 320x240
+synthetic dive, 32 frames converted instead of the 74 near motion.
 
 Counting packets took 8-12 ms where decoding took 0.26-0.8 s (4 s and 12 s 854x480 H.264 clips,
 benchmarks/bench_decode.py, 2-core machine), and it spares converting and holding every frame of an
@@ -48,6 +50,10 @@ MOTION_FLOOR = 1.0
 ONE_PASS_BYTES = 256 * 2**20
 """Most bytes of preprocessed frames the motion window keeps to sample from in one pass (21,000 frames of
 64 x 64, 1,780 of 224 x 224); samples beyond them are decoded in a second pass."""
+UNCONVERTED_BYTES = 64 * 2**20
+"""Most bytes of decoded frames the motion window keeps as they are (about 560 frames of 320 x 240 YUV 4:2:0,
+45 of 1280 x 720), converting only those sampled once the span is known; frames kept beyond them are
+preprocessed as they come."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,7 @@ def decode_video(
     limits: VideoLimits = DEFAULT_LIMITS,
     start_frame: int | None = None,
     end_frame: int | None = None,
+    codec_threads: bool = True,
 ) -> DecodedVideo:
     """Sample ``preprocessing.num_frames`` frames over ``[start_frame, end_frame]``.
 
@@ -84,7 +91,9 @@ def decode_video(
     short side is ``preprocessing.resize`` (display aspect kept, phone rotation applied) and centre-cropped to
     ``preprocessing.crop``; with ``preprocessing.stretch_to`` it is instead converted to RGB at full
     size, rotated for display, stretched and cropped (``video.spatial.stretch_and_crop``). Limits apply
-    to the whole file; the source is decoded from its start up to the last sampled frame.
+    to the whole file; the source is decoded from its start up to the last sampled frame. ``codec_threads``:
+    FFmpeg's own frame and slice threads; callers that decode several videos at once in their own threads
+    turn them off (the same frames for fewer CPU seconds).
 
     Raises a :class:`video.errors.VideoError` subclass for every unusable file.
     """
@@ -92,9 +101,10 @@ def decode_video(
     info = probe_video(path, limits, count_frames=True)
     first, last = frame_range(info.frame_count, start_frame, end_frame)
     if preprocessing.motion_window is not None:
-        return _decode_localised(path, info, first, last, preprocessing, preprocessing.motion_window, limits)
+        return _decode_localised(path, info, first, last, preprocessing, preprocessing.motion_window, limits,
+                                 codec_threads)
     indices = sample_frame_indices(first, last, preprocessing.num_frames, preprocessing.sampling)
-    return decode_frames(path, indices, preprocessing, limits, info=info)
+    return decode_frames(path, indices, preprocessing, limits, info=info, codec_threads=codec_threads)
 
 
 def sample_video(
@@ -122,11 +132,13 @@ def decode_frames(
     limits: VideoLimits = DEFAULT_LIMITS,
     info: VideoInfo | None = None,
     full_frame: bool = False,
+    codec_threads: bool = True,
 ) -> DecodedVideo:
     """The source frames at ``indices`` (any order, repeats allowed), preprocessed spatially.
 
     ``full_frame`` skips the centre crop: frames keep the resized (or stretched) size, for training's
-    random crops. ``info`` is the file's probe when the caller already has it (:func:`sample_video`).
+    random crops. ``info`` is the file's probe when the caller already has it (:func:`sample_video`);
+    ``codec_threads`` as in :func:`decode_video`.
     """
     path = Path(path)
     info = info if info is not None else probe_video(path, limits, count_frames=True)
@@ -135,7 +147,7 @@ def decode_frames(
     if wanted[0] < 0 or wanted[-1] >= info.frame_count:
         raise FrameRangeError(f"Frames {wanted[0]}-{wanted[-1]} were asked of a video with {info.frame_count} "
                               f"frames (0-{info.frame_count - 1}).")
-    frames, timestamps = _decode_wanted_frames(path, info, wanted, preprocessing, limits, full_frame)
+    frames, timestamps = _decode_wanted_frames(path, info, wanted, preprocessing, limits, full_frame, codec_threads)
     slot = np.searchsorted(wanted, indices)
     return DecodedVideo(frames=frames[slot], frame_indices=indices, timestamps=timestamps[slot], info=info)
 
@@ -148,11 +160,13 @@ def _decode_localised(
     preprocessing: Preprocessing,
     window: MotionWindow,
     limits: VideoLimits,
+    codec_threads: bool = True,
 ) -> DecodedVideo:
     """Localise the action in ``[first, last]`` from grey thumbnails and sample it, in one decode pass.
 
-    Every frame of the range gets its thumbnail; the frames near motion are also preprocessed and kept, so
-    the samples can be taken from them once the span is known. Which frames are near motion is judged as
+    Every frame of the range gets its thumbnail; the frames near motion are also kept, so the samples can be
+    taken from them once the span is known: as decoded, and preprocessed only if sampled, up to
+    :data:`UNCONVERTED_BYTES`, then preprocessed as they come. Which frames are near motion is judged as
     the pass goes (:class:`_MotionTracker`), a short delay after each frame, so the margin before motion is
     kept too; the quiet frames far from motion are not converted. The span itself is then located from all
     the thumbnails, exactly as before; a sample that was not kept (motion that came back after a long quiet
@@ -165,16 +179,22 @@ def _decode_localised(
     thumbnails = np.empty((count, height, THUMBNAIL_WIDTH), dtype=np.uint8)
     timestamps = np.full(count, np.nan)
     tracker = _MotionTracker(count, fps, window)
-    kept: dict[int, np.ndarray] = {}
+    kept: dict[int, np.ndarray | tuple[av.VideoFrame, Fraction | None]] = {}
     room = ONE_PASS_BYTES // (preprocessing.crop * preprocessing.crop * 3)
+    unconverted_room: int | None = None
     delayed: deque[tuple[int, av.VideoFrame, Fraction | None]] = deque()
     thumbnailer, reformatter = VideoReformatter(), VideoReformatter()  # one swscale context per output
 
     def keep(k: int, frame: av.VideoFrame, sample_aspect: Fraction | None) -> None:
-        if len(kept) < room:
+        nonlocal unconverted_room
+        if unconverted_room is None:
+            unconverted_room = UNCONVERTED_BYTES // sum(plane.buffer_size for plane in frame.planes)
+        if len(kept) < min(unconverted_room, room):
+            kept[k] = (frame, sample_aspect)
+        elif len(kept) < room:
             kept[k] = _preprocess_frame(frame, preprocessing, sample_aspect, reformatter)
 
-    for index, frame, seconds, sample_aspect in _decoded_frames(path, info, limits, last, first):
+    for index, frame, seconds, sample_aspect in _decoded_frames(path, info, limits, last, first, codec_threads):
         if index < first:
             continue
         k = index - first
@@ -191,10 +211,15 @@ def _decode_localised(
         if start <= k <= end:
             keep(k, frame, sample_aspect)
     indices = sample_frame_indices(first + start, first + end, preprocessing.num_frames, preprocessing.sampling)
+    for k in map(int, np.unique(indices - first)):
+        if isinstance(kept.get(k), tuple):
+            frame, sample_aspect = kept[k]
+            kept[k] = _preprocess_frame(frame, preprocessing, sample_aspect, reformatter)
     seconds_of = {k: float(timestamps[k]) for k in kept}
     missing = np.unique([i for i in indices if i - first not in kept])
     if len(missing):
-        frames, seconds = _decode_wanted_frames(path, info, missing, preprocessing, limits)
+        frames, seconds = _decode_wanted_frames(path, info, missing, preprocessing, limits,
+                                                codec_threads=codec_threads)
         for index, frame, second in zip(missing, frames, seconds):
             kept[int(index) - first], seconds_of[int(index) - first] = frame, float(second)
     return DecodedVideo(frames=np.stack([kept[int(i) - first] for i in indices]), frame_indices=indices,
@@ -255,10 +280,11 @@ def _localise(
 
 
 def _decoded_frames(
-    path: Path, info: VideoInfo, limits: VideoLimits, last: int, first: int = 0
+    path: Path, info: VideoInfo, limits: VideoLimits, last: int, first: int = 0, codec_threads: bool = True
 ) -> Iterator[tuple[int, av.VideoFrame, float, Fraction | None]]:
     """Frames ``first..last`` (and possibly some before) as ``(index, frame, seconds after the first frame,
-    sample aspect)``, threaded decode; callers skip indices below ``first``.
+    sample aspect)``, decoded with FFmpeg's threads unless ``codec_threads`` is off; callers skip indices
+    below ``first``.
 
     When ``first`` lies beyond the first keyframe, decoding starts at the last keyframe at or before it
     (:func:`_seek_point`) instead of the start. Seconds come from the frame's timestamp, else ``index / fps``,
@@ -268,7 +294,7 @@ def _decoded_frames(
     decoded = 0
     with open_container(path, limits) as container:
         stream = container.streams[info.stream_index]
-        stream.codec_context.thread_type = "AUTO"
+        stream.codec_context.thread_type = "AUTO" if codec_threads else "NONE"
         sample_aspect = _valid(stream.sample_aspect_ratio)
         start_seconds: float | None = None
         index = -1
@@ -342,7 +368,7 @@ def _seek_point(path: Path, info: VideoInfo, limits: VideoLimits, first: int) ->
 
 def _decode_wanted_frames(
     path: Path, info: VideoInfo, wanted: np.ndarray, preprocessing: Preprocessing, limits: VideoLimits,
-    full_frame: bool = False,
+    full_frame: bool = False, codec_threads: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decode up to the last wanted index, converting only the wanted frames.
 
@@ -352,7 +378,8 @@ def _decode_wanted_frames(
     timestamps = np.full(len(wanted), np.nan)
     filled = 0
     reformatter = VideoReformatter()
-    for index, frame, seconds, sample_aspect in _decoded_frames(path, info, limits, int(wanted[-1]), int(wanted[0])):
+    for index, frame, seconds, sample_aspect in _decoded_frames(path, info, limits, int(wanted[-1]), int(wanted[0]),
+                                                                codec_threads):
         if index == wanted[filled]:
             image = _preprocess_frame(frame, preprocessing, sample_aspect, reformatter, full_frame)
             if frames is None:
