@@ -12,6 +12,7 @@ then each votes on its own; :meth:`Scorer.score_stream` decodes ahead in other t
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -41,6 +42,35 @@ from video.probe import DEFAULT_LIMITS
 DIFFICULTY_NEIGHBOURS = 10
 DECODE_WORKERS = 2
 MAX_BATCH = 8
+
+
+class TorchThreadsWhileDecoding:
+    """Torch's intra-op threads cut to one while any pipelined stream of this process has a decode in flight.
+
+    ``torch.set_num_threads`` is process-wide, so concurrent streams (several embedded scoring threads) count
+    themselves in and out: the first in saves the count and sets one, the last out restores it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._streams = 0
+        self._saved = 0
+
+    def enter(self) -> None:
+        with self._lock:
+            if self._streams == 0:
+                self._saved = torch.get_num_threads()
+                torch.set_num_threads(1)
+            self._streams += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._streams -= 1
+            if self._streams == 0:
+                torch.set_num_threads(self._saved)
+
+
+DECODES_IN_FLIGHT = TorchThreadsWhileDecoding()
 
 
 @dataclass(frozen=True)
@@ -138,20 +168,21 @@ class Scorer:
                      ) -> Iterator[tuple[ScoreRequest, ScoreResult | Exception]]:
         """Score many videos, pipelined; yields ``(request, result or the exception it raised)`` in request order.
 
-        ``decode_workers`` threads decode ahead (at most ``2 * max_batch`` videos held decoded, each decode on one
-        thread, without FFmpeg's own) while this thread runs the backbone and the votes on those already
-        decoded; whatever is decoded when the backbone is free (the next video, waited for, then up to
-        ``max_batch`` in all that are ready) goes through it in one forward pass. While a decode is in flight,
-        torch runs with one intra-op thread (process-wide; also while the caller handles a result), so its
-        threads do not wait on each other for the cores the decodes use; with none, with the count it had.
+        ``decode_workers`` threads decode ahead (at most ``2 * max_batch`` videos held decoded) while this thread
+        runs the backbone and the votes on those already decoded; whatever is decoded when the backbone is free
+        (the next video, waited for, then up to ``max_batch`` in all that are ready) goes through it in one
+        forward pass. A decode with nothing else in flight uses FFmpeg's own threads; decodes that overlap
+        others or the backbone use one thread each. While a decode is in flight, torch runs with one intra-op
+        thread (:data:`DECODES_IN_FLIGHT`), so its threads do not wait on each other for the cores the decodes
+        use.
         """
         pending: deque[tuple[ScoreRequest, Future[DecodedQuery]]] = deque()
         queue = iter(requests)
-        threads = torch.get_num_threads()
+        decoding = False
         with ThreadPoolExecutor(decode_workers, thread_name_prefix="decode") as pool:
             def top_up() -> None:
                 for request in islice(queue, 2 * max_batch - len(pending)):
-                    pending.append((request, pool.submit(self.decode, request.path, limits, False)))
+                    pending.append((request, pool.submit(self.decode, request.path, limits, not pending)))
 
             top_up()
             try:
@@ -167,10 +198,16 @@ class Scorer:
                         else:
                             ready.append((request, replace(future.result(), labels=request.labels)))
                     top_up()
-                    torch.set_num_threads(1 if any(not future.done() for _, future in pending) else threads)
+                    now_decoding = any(not future.done() for _, future in pending)
+                    if now_decoding and not decoding:
+                        DECODES_IN_FLIGHT.enter()
+                    elif decoding and not now_decoding:
+                        DECODES_IN_FLIGHT.leave()
+                    decoding = now_decoding
                     yield from self._score_ready(ready)
             finally:
-                torch.set_num_threads(threads)
+                if decoding:
+                    DECODES_IN_FLIGHT.leave()
 
     def _score_ready(self, ready: list[tuple[ScoreRequest, DecodedQuery]],
                      ) -> Iterator[tuple[ScoreRequest, ScoreResult | Exception]]:

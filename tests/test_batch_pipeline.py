@@ -4,6 +4,7 @@ videos per backbone forward give the scores of scoring each video alone, in orde
 from __future__ import annotations
 
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,21 @@ def test_torch_gets_its_thread_count_back(scorer: Scorer, tiny_dataset: Path) ->
         stream = scorer.score_stream(requests, max_batch=2)
         next(stream)
         stream.close()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_concurrent_streams_give_torch_its_thread_count_back(scorer: Scorer, tiny_dataset: Path) -> None:
+    """Two scoring threads, as an embedded pool with AQA_EMBEDDED_WORKERS=2 runs them: whichever finishes
+    last restores the count (a stream that saved the other's one thread would leave it there)."""
+    requests = [ScoreRequest(path) for path in sorted((tiny_dataset / "videos").glob("*.mp4"))[:6]]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with ThreadPoolExecutor(2) as threads:
+            outcomes = list(threads.map(lambda _: list(scorer.score_stream(requests, max_batch=2)), range(2)))
+        assert [len(o) for o in outcomes] == [len(requests)] * 2
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
