@@ -172,12 +172,14 @@ class Scorer:
         runs the backbone and the votes on those already decoded; whatever is decoded when the backbone is free
         (the next video, waited for, then up to ``max_batch`` in all that are ready) goes through it in one
         forward pass. A decode with nothing else in flight uses FFmpeg's own threads; decodes that overlap
-        others or the backbone use one thread each. While a decode is in flight, torch runs with one intra-op
-        thread (:data:`DECODES_IN_FLIGHT`), so its threads do not wait on each other for the cores the decodes
-        use.
+        others or the backbone use one thread each. With the eager torch backbone on the CPU, torch runs with one
+        intra-op thread while a decode is in flight (:data:`DECODES_IN_FLIGHT`), so its threads do not wait on
+        each other for the cores the decodes use; the AOTInductor package ran 14 % slower so (its own OpenMP
+        kernels), and ONNX Runtime keeps threads of its own (docs/fast-path.md).
         """
         pending: deque[tuple[ScoreRequest, Future[DecodedQuery]]] = deque()
         queue = iter(requests)
+        narrow = self.extractor.runtime == "torch" and self.extractor.device.type == "cpu"
         decoding = False
         with ThreadPoolExecutor(decode_workers, thread_name_prefix="decode") as pool:
             def top_up() -> None:
@@ -198,7 +200,7 @@ class Scorer:
                         else:
                             ready.append((request, replace(future.result(), labels=request.labels)))
                     top_up()
-                    now_decoding = any(not future.done() for _, future in pending)
+                    now_decoding = narrow and any(not future.done() for _, future in pending)
                     if now_decoding and not decoding:
                         DECODES_IN_FLIGHT.enter()
                     elif decoding and not now_decoding:

@@ -118,7 +118,7 @@ class ServiceSettings(BaseSettings):
     result_expires: int = Field(7 * 24 * 3600, gt=0, description="Seconds finished jobs and results are kept.")
     embedded_workers: int = Field(1, ge=1, description="Scoring threads of the embedded pool.")
     worker_batch_size: int = Field(
-        4, ge=1, le=64,
+        8, ge=1, le=64,
         description="Dynamic batching: the most jobs a worker process (or embedded scoring thread) scores in one "
         "forward pass. A worker that starts a job takes up to this many in all of the jobs waiting in the queue "
         "(leaving the oldest waiting ones to idle workers); 1 scores one job at a time. The time limits apply "

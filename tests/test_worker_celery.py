@@ -204,11 +204,11 @@ def test_a_running_job_whose_worker_and_message_are_gone_is_queued_again(api: st
 def test_jobs_waiting_for_a_worker_are_scored_together_each_exactly_once(
         api: str, env: dict[str, str], store: RedisJobStore, tiny_dataset: Path, tiny_model_dir: Path,
         tmp_path: Path) -> None:
-    """Dynamic batching with the default batch size (4): of six jobs queued before the worker starts, the first
-    task takes four and the next two (the five waiting, then the one left); the messages of the jobs a batch
-    took find them done, and each result equals the video scored alone."""
+    """Dynamic batching with the default batch size (8): of ten jobs queued before the worker starts, the first
+    task takes eight and the next the two left; the messages of the jobs a batch took find them done, and each
+    result equals the video scored alone."""
     done_before = finished_count(store)
-    videos = [dive(tiny_dataset, n) for n in range(6)]
+    videos = [dive(tiny_dataset, n % 6) for n in range(10)]
     with ScoringClient(api) as client:
         job_ids = [client.submit(video, difficulty=3.0).job_id for video in videos]
         process = worker(env, tmp_path / "worker.log")
@@ -217,16 +217,16 @@ def test_jobs_waiting_for_a_worker_are_scored_together_each_exactly_once(
             metrics = client.http.get("/metrics").text
         finally:
             process.stop()
-    assert [job.status.value for job in jobs] == ["done"] * 6 and [job.attempts for job in jobs] == [1] * 6
-    assert finished_count(store) == done_before + 6
+    assert [job.status.value for job in jobs] == ["done"] * 10 and [job.attempts for job in jobs] == [1] * 10
+    assert finished_count(store) == done_before + 10
     log = process.log()
-    assert f"job {job_ids[0]}: attempt 1" in log and f"with waiting job(s) {', '.join(job_ids[1:4])}" in log
-    assert f"job {job_ids[4]}: attempt 1" in log and f"with waiting job(s) {job_ids[5]}" in log
+    assert f"job {job_ids[0]}: attempt 1" in log and f"with waiting job(s) {', '.join(job_ids[1:8])}" in log
+    assert f"job {job_ids[8]}: attempt 1" in log and f"with waiting job(s) {job_ids[9]}" in log
     assert len({record.worker for record in store.get_many(job_ids)}) == 1
     alone = Scorer.from_dir(tiny_model_dir)
     for job, video in zip(jobs, videos, strict=True):
         assert job.result.score == pytest.approx(alone.score(video, QueryLabels(difficulty=3.0)).score, abs=1e-5)
-    for taken in job_ids[1:4] + job_ids[5:]:  # their own messages came later and found them done
+    for taken in job_ids[1:8] + job_ids[9:]:  # their own messages came later and found them done
         assert f"job {taken} is finished, unknown or in another worker's batch: nothing to do" in log
     assert "aqa_jobs_scored_by_batch_size_total{size=" in metrics
 
