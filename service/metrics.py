@@ -17,14 +17,7 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from service.jobs import LATENCY_BUCKETS, JobStore, histograms_from_counters
-
-BATCH_COUNTER = "batch_jobs:"
-
-
-def _batch_size(counter: str) -> int:
-    size = counter.removeprefix(BATCH_COUNTER)
-    return int(size) if size.isdigit() else 0
+from service.jobs import BATCH_COUNTER, LATENCY_BUCKETS, JobStore, histograms_from_counters
 
 
 class StoreCollector:
@@ -50,9 +43,10 @@ class StoreCollector:
         counters = self.store.counters()
         batched = CounterMetricFamily("aqa_jobs_scored_by_batch_size",
                                       "Scored jobs by the number of jobs in their forward pass.", labels=["size"])
-        for name, value in sorted(counters.items(), key=lambda item: _batch_size(item[0])):
-            if name.startswith(BATCH_COUNTER):
-                batched.add_metric([name.removeprefix(BATCH_COUNTER)], value)
+        by_size = {int(name.removeprefix(BATCH_COUNTER)): value for name, value in counters.items()
+                   if name.startswith(BATCH_COUNTER)}
+        for size in sorted(by_size):
+            batched.add_metric([str(size)], by_size[size])
         yield batched
         stages = HistogramMetricFamily("aqa_stage_seconds", "Seconds per scoring stage.", labels=["stage"])
         for stage, histogram in sorted(histograms_from_counters(counters).items()):

@@ -119,15 +119,15 @@ class ServiceSettings(BaseSettings):
     embedded_workers: int = Field(1, ge=1, description="Scoring threads of the embedded pool.")
     worker_batch_size: int = Field(
         8, ge=1, le=64,
-        description="Dynamic batching: the most jobs a worker process (or embedded scoring thread) scores in one "
-        "forward pass. A worker that starts a job takes up to this many in all of the jobs waiting in the queue "
+        description="Dynamic batching: the most jobs a worker process (or embedded scoring thread) scores together "
+        "(decoded ahead, several per forward pass). A worker that starts a job takes up to this many in all of the jobs waiting in the queue "
         "(leaving the oldest waiting ones to idle workers); 1 scores one job at a time. The time limits apply "
         "to the whole batch.",
     )
     worker_batch_wait_ms: float = Field(
         0.0, ge=0, le=1000,
         description="How long a worker that found fewer waiting jobs than worker_batch_size waits for more before "
-        "its forward pass (0: only the jobs already waiting, no added latency; a GPU server may trade a few ms "
+        "scoring (0: only the jobs already waiting, no added latency; a GPU server may trade a few ms "
         "for fuller batches).",
     )
     refuse_unfamiliar: bool = Field(

@@ -5,7 +5,7 @@ contract): the jobs live in SQLite in the data dir, and at start-up every job ac
 finished before a crash or restart is queued again, oldest first, so an accepted job is never lost.
 Unlike Celery workers, the pool cannot interrupt a running job: time limits are not enforced here.
 Dynamic batching as in the workers: a thread that takes a job also takes the ids waiting in the queue
-behind it, up to ``AQA_WORKER_BATCH_SIZE`` in all, and scores them in one forward pass.
+behind it, up to ``AQA_WORKER_BATCH_SIZE`` in all, and scores them together, pipelined.
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 
 start (count the attempt; skip a job that already finished; fail one that lost its worker
 ``max_attempts`` times) -> take the jobs waiting in the queue with it, up to ``AQA_WORKER_BATCH_SIZE``
-(dynamic batching) -> open each video inside the allowed folders and decode it -> score the decoded ones
-in one forward pass -> (with ``AQA_REFUSE_UNFAMILIAR``, refuse a video unlike the training dives) -> finish
-each (the first stored outcome wins) -> delete the uploaded copies. Scoring itself is
-:meth:`models.scorer.Scorer.score_decoded`; nothing here knows how a score is made.
+(dynamic batching) -> open each video inside the allowed folders -> score them pipelined (decoded ahead,
+several per forward pass) -> (with ``AQA_REFUSE_UNFAMILIAR``, refuse a video unlike the training dives) ->
+finish each (the first stored outcome wins) -> delete the uploaded copies. Scoring itself is
+:meth:`models.scorer.Scorer.score_stream`; nothing here knows how a score is made.
 
 The store's :class:`~service.jobs.StoreUnavailable` is not caught: the caller gives the job back to the
 queue (the upload is kept), because an outcome that was not stored does not count.
@@ -90,7 +90,7 @@ def run_job(
     """Score job ``job_id`` and record its outcome; returns the job as stored afterwards.
 
     With ``take_waiting``, jobs waiting in the queue join it, up to ``worker_batch_size`` in all (waiting
-    ``worker_batch_wait_ms`` at most for more), and their clips go through the backbone in one forward pass.
+    ``worker_batch_wait_ms`` at most for more) and are scored with it, pipelined.
     """
     hold = heartbeat.hold if heartbeat is not None else _no_heartbeat
     held = hold(lambda: [job_id])

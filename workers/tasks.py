@@ -7,8 +7,8 @@ right after the fork (``worker_process_init``), takes its share of the CPU threa
 the model and starts announcing itself.
 
 Dynamic batching: a task that starts its job also takes jobs waiting in the queue, up to
-``AQA_WORKER_BATCH_SIZE`` in all (:meth:`RedisJobStore.claim_waiting`), and scores them in one forward
-pass; the time limits then apply to the batch. Their own messages, when they arrive, find them taken.
+``AQA_WORKER_BATCH_SIZE`` in all (:meth:`RedisJobStore.claim_waiting`), and scores them together,
+pipelined; the time limits then apply to the batch. Their own messages, when they arrive, find them taken.
 
 A job whose outcome cannot be stored (the store stayed unreachable for ``AQA_STORE_RETRY_SECONDS``) is
 rejected back to the queue, never acknowledged as done.

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from service.jobs.base import (
+    BATCH_COUNTER,
     LATENCY_BUCKETS,
     STAGES,
     FinishedListener,
@@ -24,7 +25,7 @@ from service.settings import ConfigurationError, ServiceSettings
 if TYPE_CHECKING:
     from service.jobs.redis import RedisJobStore
 
-__all__ = ["LATENCY_BUCKETS", "STAGES", "FinishedListener", "Histogram", "JobStore", "StoreUnavailable",
+__all__ = ["BATCH_COUNTER", "LATENCY_BUCKETS", "STAGES", "FinishedListener", "Histogram", "JobStore", "StoreUnavailable",
            "WorkerBeat", "bucket_label", "histograms_from_counters", "open_job_store",
            "open_redis_job_store"]
 

@@ -30,6 +30,9 @@ from service.schemas import BatchRecord, EventRef, JobError, JobRecord, ModelDes
 LATENCY_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 """Upper bounds (seconds) of the stage-latency histogram buckets; a last '+Inf' bucket follows."""
 
+BATCH_COUNTER = "batch_jobs:"
+"""Prefix of the counters of scored jobs by the number of jobs in their forward pass (``batch_jobs:<n>``)."""
+
 STAGES = ("queue_wait", "decode", "features", "voting", "total")
 """queue_wait: accepted -> started by a worker; the others are ScoreResult.timings."""
 
@@ -56,7 +59,7 @@ def latency_counter_increments(record: JobRecord, result: ScoreResult | None) ->
     increments: dict[str, float] = {}
     if result is not None:
         seconds.update({k: v for k, v in result.timings.items() if k in STAGES})
-        increments[f"batch_jobs:{result.batch_jobs}"] = 1
+        increments[f"{BATCH_COUNTER}{result.batch_jobs}"] = 1
     for stage, value in seconds.items():
         increments[f"latency:{stage}:{bucket_label(value)}"] = 1
         increments[f"latency:{stage}:sum"] = value
