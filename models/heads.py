@@ -14,6 +14,7 @@ import torch
 from models.core import CoReHead
 from models.gart import GroupBoundaries
 from models.pcln import PCLN
+from models.subnormals import flush_subnormals
 from models.tpt import SPAN_MASS, TPTHead, attention_centres, attention_spans
 
 
@@ -162,7 +163,9 @@ class TPTScoringHead:
 
 def build_head(name: str, feature_dim: int, label_scale: float, config: dict[str, Any],
                state: dict[str, torch.Tensor]) -> ScoringHead:
-    """The scoring head a model directory names (``core``, ``tpt`` or ``pcln``), with its weights."""
+    """The scoring head a model directory names (``core``, ``tpt`` or ``pcln``), with its weights (subnormal
+    ones flushed to zero: ``models.subnormals``)."""
+    state = flush_subnormals(state)
     if name == "core":
         return CoReScoringHead.from_config(feature_dim, label_scale, config, state)
     if name == "tpt":

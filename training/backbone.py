@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from models.i3d import I3D
 from models.model_dir import LabelConfig
+from models.subnormals import flush_subnormals_while_training
 from training.compute_dtype import DtypeChoice, choose_compute_dtype
 from training.datasets.records import DiveRecord
 from training.feature_cache import decode_record
@@ -177,6 +178,7 @@ def train_backbone(backbone: I3D, train: Sequence[DiveRecord], val: Sequence[Div
     if classifier is not None:
         params += list(classifier.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    flush_subnormals_while_training(optimizer)
     steps = config.epochs * math.ceil(len(train) / config.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=steps, pct_start=0.15)
     starts = np.array(profile.clips.starts)

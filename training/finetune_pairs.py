@@ -41,6 +41,7 @@ from tqdm import tqdm
 from models.core import CoReHead
 from models.gart import GroupBoundaries
 from models.i3d import I3D
+from models.subnormals import flush_subnormals_while_training
 from training.checkpoints import (
     TrainingState,
     load_best,
@@ -230,6 +231,7 @@ def finetune_pairs(
     backbone.to(device)
     head.to(device)
     optimizer = _optimizer(head_kind, backbone, head, profile, end_to_end)
+    flush_subnormals_while_training(optimizer)
     precision = choose_precision(device, end_to_end.precision)  # type: ignore[arg-type]
     scaler = torch.amp.GradScaler(device.type, enabled=precision.scales_loss)
     modules = {"backbone": backbone, "head": head}

@@ -60,6 +60,7 @@ from models.model_dir import (
     VotingConfig,
 )
 from models.scorer import Scorer
+from models.subnormals import flush_subnormals
 from models.tpt import TPTHead
 from training.backbone import fine_tuning_frames, inference_frames, recalibrate_batchnorm, train_backbone
 from training.datasets.folder_csv import load_folder_csv, split_records
@@ -250,7 +251,7 @@ def train_model(dataset: Path, out: Path, profile: TrainingProfile, cache_dir: P
     out.mkdir(parents=True, exist_ok=True)
     config.save(out)
     save_file({k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}, str(out / BACKBONE_WEIGHTS))
-    save_file({k: v.detach().cpu().contiguous() for k, v in result.module.state_dict().items()},
+    save_file(flush_subnormals({k: v.detach().cpu().contiguous() for k, v in result.module.state_dict().items()}),
               str(out / HEAD_WEIGHTS))
     bank.save(out / BANK_DIR)
     if familiarity is not None:

@@ -52,6 +52,7 @@ from models.lav import (
     lav_loss,
 )
 from models.model_dir import BACKBONE_WEIGHTS, ModelDirError
+from models.subnormals import flush_subnormals_while_training
 from training.datasets.records import DatasetError
 from training.pairs import PairSampler, pairing_keys
 from training.profiles import TrainingProfile
@@ -130,6 +131,7 @@ def pretrain_lav(videos_dir: Path, out: Path, profile: TrainingProfile, config: 
     embedder = LAVEmbedder(backbone.feature_dim, hidden=config.hidden, embedding_dim=config.embedding_dim)
     optimizer = torch.optim.Adam([*backbone.parameters(), *embedder.parameters()], lr=config.lr,
                                  weight_decay=config.weight_decay)
+    flush_subnormals_while_training(optimizer)
     preprocessing, length = profile.preprocessing, profile.clips.length
     positions = preprocessing.num_frames - length + 1
     if positions < 2:

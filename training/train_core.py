@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from models.core import CoReHead
 from models.gart import GroupBoundaries, gart_loss
+from models.subnormals import flush_subnormals_while_training
 from training.pairs import BestEpoch, PairSampler
 
 
@@ -76,6 +77,7 @@ def train_core_head(
                     label_scale=label_scale, leaf_activation=config.leaf_activation)
     # foreach: one multi-tensor update instead of a loop over parameters (benchmarks/bench_core_head.py).
     optimizer = torch.optim.Adam(head.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True)
+    flush_subnormals_while_training(optimizer)
 
     best, history = BestEpoch(), []
     for epoch in tqdm(range(1, config.epochs + 1), desc="CoRe head", unit="epoch", disable=not progress):

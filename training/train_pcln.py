@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from models.pcln import MIN_FRAMES, PCLN, pcln_losses
+from models.subnormals import flush_subnormals_while_training
 from training.pairs import BestEpoch
 
 
@@ -73,6 +74,7 @@ def train_pcln(
                  pair_channels=config.pair_channels, conv_channels=config.conv_channels,
                  label_offset=float(labels.mean()), label_scale=max(float(labels.std()), 1e-3))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    flush_subnormals_while_training(optimizer)
     sequences = clip_features.float().transpose(1, 2)  # (N, D, T)
     count = len(labels)
 

@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from models.gart import GroupBoundaries
+from models.subnormals import flush_subnormals_while_training
 from models.tpt import RANKING_MARGIN, TPTHead, TPTLossWeights, tpt_loss
 from training.pairs import BestEpoch, PairSampler
 
@@ -99,6 +100,7 @@ def train_tpt_head(
     num_clips, feature_dim = clip_features.shape[1:]
     head = build_tpt_head(feature_dim, config)
     optimizer = torch.optim.Adam(tpt_parameter_groups(head, config), weight_decay=config.weight_decay)
+    flush_subnormals_while_training(optimizer)
     margin = ranking_margin(num_clips, config.num_parts, config.ranking_margin, config.cap_ranking_margin)
     features = clip_features.float()
 
