@@ -73,6 +73,7 @@ def main() -> int:
     results["finished"] = rows.timestamp()
     results["load_average_at_end"] = machine()["load_average"]
     results["other_load_at_end"] = other_load()
+    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     (args.out / "RESULTS.md").write_text(render(results))
     print(f"wrote {args.out / 'RESULTS.md'} and {args.out / 'results.json'}")

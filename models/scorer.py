@@ -12,11 +12,10 @@ then each votes on its own; :meth:`Scorer.score_stream` decodes ahead in other t
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
@@ -36,41 +35,13 @@ from models.heads import ScoringHead, build_head
 from models.lav import alignment_path
 from models.model_dir import BANK_DIR, HEAD_WEIGHTS, ModelConfig, ModelDirError
 from models.results import ExemplarVote, Interval, ModelRef, ScoreResult, VideoSummary
+from models.stream_threads import DECODES_IN_FLIGHT, DecodeSlots
 from video.decode import DecodedVideo, VideoLimits, decode_video
 from video.probe import DEFAULT_LIMITS
 
 DIFFICULTY_NEIGHBOURS = 10
 DECODE_WORKERS = 2
 MAX_BATCH = 8
-
-
-class TorchThreadsWhileDecoding:
-    """Torch's intra-op threads cut to one while any pipelined stream of this process has a decode in flight.
-
-    ``torch.set_num_threads`` is process-wide, so concurrent streams (several embedded scoring threads) count
-    themselves in and out: the first in saves the count and sets one, the last out restores it.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._streams = 0
-        self._saved = 0
-
-    def enter(self) -> None:
-        with self._lock:
-            if self._streams == 0:
-                self._saved = torch.get_num_threads()
-                torch.set_num_threads(1)
-            self._streams += 1
-
-    def leave(self) -> None:
-        with self._lock:
-            self._streams -= 1
-            if self._streams == 0:
-                torch.set_num_threads(self._saved)
-
-
-DECODES_IN_FLIGHT = TorchThreadsWhileDecoding()
 
 
 @dataclass(frozen=True)
@@ -171,20 +142,31 @@ class Scorer:
         ``decode_workers`` threads decode ahead (at most ``2 * max_batch`` videos held decoded) while this thread
         runs the backbone and the votes on those already decoded; whatever is decoded when the backbone is free
         (the next video, waited for, then up to ``max_batch`` in all that are ready) goes through it in one
-        forward pass. A decode with nothing else in flight uses FFmpeg's own threads; decodes that overlap
-        others or the backbone use one thread each. With the eager torch backbone on the CPU, torch runs with one
-        intra-op thread while a decode is in flight (:data:`DECODES_IN_FLIGHT`), so its threads do not wait on
-        each other for the cores the decodes use; the AOTInductor package ran 14 % slower so (its own OpenMP
-        kernels), and ONNX Runtime keeps threads of its own (docs/fast-path.md).
+        forward pass. How the cores are shared (``models.stream_threads``): one decode runs while this thread
+        computes and every decoder while it waits for one (:class:`DecodeSlots`); a lone request's decode uses
+        FFmpeg's own threads, the others one thread each; with the eager torch backbone on the CPU, torch runs
+        with one intra-op thread while a decode is in flight (:data:`DECODES_IN_FLIGHT`). The AOTInductor
+        package ran 14 % slower so (its own OpenMP kernels), and ONNX Runtime keeps threads of its own.
         """
         pending: deque[tuple[ScoreRequest, Future[DecodedQuery]]] = deque()
         queue = iter(requests)
         narrow = self.extractor.runtime == "torch" and self.extractor.device.type == "cpu"
+        slots = DecodeSlots(decode_workers)
+        submitted = 0
         decoding = False
+
+        def decode(ticket: int, path: Path, codec_threads: bool) -> DecodedQuery:
+            with slots.decoding(ticket):
+                return self.decode(path, limits, codec_threads)
+
         with ThreadPoolExecutor(decode_workers, thread_name_prefix="decode") as pool:
             def top_up() -> None:
-                for request in islice(queue, 2 * max_batch - len(pending)):
-                    pending.append((request, pool.submit(self.decode, request.path, limits, not pending)))
+                nonlocal submitted
+                batch = list(islice(queue, 2 * max_batch - len(pending)))
+                lone = len(batch) == 1 and not pending  # nothing else to decode: FFmpeg's threads may have the cores
+                for request in batch:
+                    pending.append((request, pool.submit(decode, submitted, request.path, lone)))
+                    submitted += 1
 
             top_up()
             try:
@@ -192,6 +174,9 @@ class Scorer:
                     ready: list[tuple[ScoreRequest, DecodedQuery]] = []
                     while pending and len(ready) < max_batch and (not ready or pending[0][1].done()):
                         request, future = pending.popleft()
+                        if not future.done():
+                            with slots.scorer_waiting():
+                                wait([future])
                         error = future.exception()
                         if error is not None:
                             yield from self._score_ready(ready)
@@ -210,6 +195,7 @@ class Scorer:
             finally:
                 if decoding:
                     DECODES_IN_FLIGHT.leave()
+                slots.close()
 
     def _score_ready(self, ready: list[tuple[ScoreRequest, DecodedQuery]],
                      ) -> Iterator[tuple[ScoreRequest, ScoreResult | Exception]]:

@@ -4,6 +4,8 @@ videos per backbone forward give the scores of scoring each video alone, in orde
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 import torch
 
 from models.scorer import QueryLabels, Scorer, ScoreRequest
+from models.stream_threads import DecodeSlots, StreamClosed
 from video.errors import NotAVideoError
 
 
@@ -88,3 +91,77 @@ def test_concurrent_streams_give_torch_its_thread_count_back(scorer: Scorer, tin
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def _started_within(thread_start: threading.Event, seconds: float = 0.5) -> bool:
+    return thread_start.wait(seconds)
+
+
+def test_decode_slots_keep_order_and_free_the_scorers_core_only_while_it_waits() -> None:
+    """Ticket 1 may not pass ticket 0; while the scorer computes one decode runs, while it waits two."""
+    slots = DecodeSlots(2)
+    started = {ticket: threading.Event() for ticket in range(3)}
+    finish = {ticket: threading.Event() for ticket in range(3)}
+
+    def decoder(ticket: int) -> None:
+        with slots.decoding(ticket):
+            started[ticket].set()
+            finish[ticket].wait(5)
+
+    threads = {ticket: threading.Thread(target=decoder, args=(ticket,)) for ticket in range(3)}
+    threads[1].start()
+    assert not _started_within(started[1], 0.2)  # ticket 0 has not started: 1 waits its turn
+    threads[0].start()
+    assert _started_within(started[0])
+    assert not _started_within(started[1], 0.2)  # the scorer computes: one decode at a time
+    with slots.scorer_waiting():
+        assert _started_within(started[1])  # the scorer's core is free: a second decode
+        threads[2].start()
+        assert not _started_within(started[2], 0.2)  # never more than the two workers
+        finish[0].set()
+        assert _started_within(started[2])
+    finish[1].set()
+    finish[2].set()
+    for thread in threads.values():
+        thread.join(5)
+
+
+def test_closed_slots_release_waiting_decoders() -> None:
+    slots = DecodeSlots(2)
+    errors: list[BaseException] = []
+
+    def decoder() -> None:
+        try:
+            with slots.decoding(5):  # tickets 0-4 never come: it would wait for ever
+                pass
+        except StreamClosed as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=decoder)
+    thread.start()
+    slots.close()
+    thread.join(5)
+    assert not thread.is_alive() and len(errors) == 1
+
+
+def test_a_stream_left_early_decodes_no_more_videos(scorer: Scorer, tiny_dataset: Path) -> None:
+    """The consumer stops after the first result: the videos queued behind it are not decoded any more."""
+    videos = sorted((tiny_dataset / "videos").glob("*.mp4"))
+    requests = [ScoreRequest(videos[k % len(videos)]) for k in range(40)]
+    decoded: list[Path] = []
+    decode = scorer.decode
+
+    def counting_decode(path: Path, *args: object) -> object:
+        decoded.append(path)
+        time.sleep(0.05)  # a decode slower than the tiny model's forward, as real videos are
+        return decode(path, *args)
+
+    scorer.decode = counting_decode  # type: ignore[method-assign]
+    try:
+        stream = scorer.score_stream(requests, max_batch=4)
+        next(stream)
+        stream.close()
+    finally:
+        del scorer.decode
+    # the first video, and those in flight at the close; before, all it had queued (10 here) were decoded
+    assert len(decoded) <= 5

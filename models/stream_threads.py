@@ -1,0 +1,109 @@
+"""Sharing the cores between a pipelined stream's decodes and its backbone (``Scorer.score_stream``).
+
+Two rules keep a stream's threads from competing for the same cores:
+
+- :class:`DecodeSlots`: a stream's decoder threads run one decode at a time while the scoring thread
+  computes (it has a core of its own), and all of them while it waits for a decode (its core is free). On
+  small videos the backbone is the slower stage and a second decoder only takes cores from it; on 720p the
+  decode is, and the scoring thread waits, so both decoders run (docs/fast-path.md has the numbers).
+- :class:`TorchThreadsWhileDecoding`: the eager torch backbone on one intra-op thread while a decode is in
+  flight, so its threads do not wait on each other for the core the decode uses.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+
+class StreamClosed(Exception):
+    """Raised in a decoder thread whose stream was closed before its decode started."""
+
+
+class DecodeSlots:
+    """When each of one stream's decodes may start: in submission order (tickets 0, 1, 2, ...), while fewer
+    than ``workers`` run if the scoring thread waits for a decode, fewer than ``workers - 1`` (at least one)
+    while it computes.
+
+    The order matters: a pool thread holding an early video must not be passed by one holding a later video,
+    or the scoring thread ends up waiting for the very video that was held back.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self._workers = workers
+        self._changed = threading.Condition()
+        self._running = 0
+        self._next_ticket = 0
+        self._scorer_waiting = False
+        self._closed = False
+
+    def _may_start(self, ticket: int) -> bool:
+        limit = self._workers if self._scorer_waiting else max(1, self._workers - 1)
+        return self._closed or (ticket == self._next_ticket and self._running < limit)
+
+    @contextmanager
+    def decoding(self, ticket: int) -> Iterator[None]:
+        """Held by a decoder thread around the decode of ticket ``ticket``; blocks until it may start."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._may_start(ticket))
+            if self._closed:
+                raise StreamClosed("the stream was closed before this video was decoded")
+            self._next_ticket += 1
+            self._running += 1
+            self._changed.notify_all()
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._running -= 1
+                self._changed.notify_all()
+
+    @contextmanager
+    def scorer_waiting(self) -> Iterator[None]:
+        """Held by the scoring thread while it blocks on a decode: its core is free for another decoder."""
+        with self._changed:
+            self._scorer_waiting = True
+            self._changed.notify_all()
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._scorer_waiting = False
+
+    def close(self) -> None:
+        """Decodes that have not started raise :class:`StreamClosed` instead (the stream's consumer is gone)."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+
+class TorchThreadsWhileDecoding:
+    """Torch's intra-op threads cut to one while any pipelined stream of this process has a decode in flight.
+
+    ``torch.set_num_threads`` is process-wide, so concurrent streams (several embedded scoring threads) count
+    themselves in and out: the first in saves the count and sets one, the last out restores it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._streams = 0
+        self._saved = 0
+
+    def enter(self) -> None:
+        with self._lock:
+            if self._streams == 0:
+                self._saved = torch.get_num_threads()
+                torch.set_num_threads(1)
+            self._streams += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._streams -= 1
+            if self._streams == 0:
+                torch.set_num_threads(self._saved)
+
+
+DECODES_IN_FLIGHT = TorchThreadsWhileDecoding()
