@@ -56,6 +56,17 @@ def test_854x480_clip_decodes_to_both_preprocessing_sizes(clip_854x480: Path) ->
     assert info.size_bytes == clip_854x480.stat().st_size
 
 
+@pytest.mark.parametrize("preprocessing", [SMALL, Preprocessing(num_frames=16, motion_window=MotionWindow()),
+                                           Preprocessing(num_frames=8, stretch_to=(170, 128), resize=128, crop=112)],
+                         ids=["uniform", "motion_window", "stretch"])
+def test_decoding_on_one_thread_gives_the_same_pixels(clip_854x480: Path, preprocessing: Preprocessing) -> None:
+    """codec_threads=False (what a pipelined stream uses) decodes and converts on this thread only: same frames."""
+    threaded = decode_video(clip_854x480, preprocessing)
+    alone = decode_video(clip_854x480, preprocessing, codec_threads=False)
+    np.testing.assert_array_equal(alone.frames, threaded.frames)
+    np.testing.assert_array_equal(alone.frame_indices, threaded.frame_indices)
+
+
 def test_sampling_is_uniform_and_covers_first_and_last_frame(clip_854x480: Path) -> None:
     decoded = decode_video(clip_854x480, SMALL)
     expected = np.floor(np.linspace(0, 119, 103) + 0.5).astype(int)

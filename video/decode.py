@@ -92,8 +92,8 @@ def decode_video(
     ``preprocessing.crop``; with ``preprocessing.stretch_to`` it is instead converted to RGB at full
     size, rotated for display, stretched and cropped (``video.spatial.stretch_and_crop``). Limits apply
     to the whole file; the source is decoded from its start up to the last sampled frame. ``codec_threads``:
-    FFmpeg's own frame and slice threads; callers that decode several videos at once in their own threads
-    turn them off (the same frames for fewer CPU seconds).
+    FFmpeg's own frame and slice threads, and swscale's for the sampled frames' conversion; callers that
+    decode several videos at once in their own threads turn them off (the same frames for fewer CPU seconds).
 
     Raises a :class:`video.errors.VideoError` subclass for every unusable file.
     """
@@ -192,7 +192,7 @@ def _decode_localised(
         if len(kept) < min(unconverted_room, room):
             kept[k] = (frame, sample_aspect)
         elif len(kept) < room:
-            kept[k] = _preprocess_frame(frame, preprocessing, sample_aspect, reformatter)
+            kept[k] = _preprocess_frame(frame, preprocessing, sample_aspect, reformatter, codec_threads)
 
     for index, frame, seconds, sample_aspect in _decoded_frames(path, info, limits, last, first, codec_threads):
         if index < first:
@@ -214,7 +214,7 @@ def _decode_localised(
     for k in map(int, np.unique(indices - first)):
         if isinstance(kept.get(k), tuple):
             frame, sample_aspect = kept[k]
-            kept[k] = _preprocess_frame(frame, preprocessing, sample_aspect, reformatter)
+            kept[k] = _preprocess_frame(frame, preprocessing, sample_aspect, reformatter, codec_threads)
     seconds_of = {k: float(timestamps[k]) for k in kept}
     missing = np.unique([i for i in indices if i - first not in kept])
     if len(missing):
@@ -381,7 +381,7 @@ def _decode_wanted_frames(
     for index, frame, seconds, sample_aspect in _decoded_frames(path, info, limits, int(wanted[-1]), int(wanted[0]),
                                                                 codec_threads):
         if index == wanted[filled]:
-            image = _preprocess_frame(frame, preprocessing, sample_aspect, reformatter, full_frame)
+            image = _preprocess_frame(frame, preprocessing, sample_aspect, reformatter, codec_threads, full_frame)
             if frames is None:
                 frames = np.empty((len(wanted), *image.shape), dtype=np.uint8)
             frames[filled] = image
@@ -393,15 +393,18 @@ def _decode_wanted_frames(
 
 def _preprocess_frame(
     frame: av.VideoFrame, preprocessing: Preprocessing, sample_aspect: Fraction | None, reformatter: VideoReformatter,
-    full_frame: bool = False,
+    swscale_threads: bool, full_frame: bool = False,
 ) -> np.ndarray:
-    """One decoded frame -> uint8 RGB (crop, crop, 3) as shown (rotation applied); uncropped with ``full_frame``."""
+    """One decoded frame -> uint8 RGB (crop, crop, 3) as shown (rotation applied); uncropped with ``full_frame``.
+    ``swscale_threads``: convert on swscale's threads (one per core) rather than on this one."""
     crop = None if full_frame else preprocessing.crop
+    threads = 0 if swscale_threads else 1
     if preprocessing.stretch_to is not None:
-        rgb = rotate_for_display(frame.to_ndarray(format="rgb24"), frame.rotation)
+        rgb = rotate_for_display(reformatter.reformat(frame, format="rgb24", threads=threads).to_ndarray(),
+                                 frame.rotation)
         width, height = preprocessing.stretch_to
         return stretch_and_crop(rgb, width, height, crop, preprocessing.stretch_filter)
-    small = resize_and_crop(frame, preprocessing.resize, crop, sample_aspect, reformatter)
+    small = resize_and_crop(frame, preprocessing.resize, crop, sample_aspect, reformatter, threads)
     return rotate_for_display(small, frame.rotation)
 
 

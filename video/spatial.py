@@ -51,9 +51,11 @@ def resize_and_crop(
     crop: int | None,
     sample_aspect: Fraction | None = None,
     reformatter: VideoReformatter | None = None,
+    threads: int = 0,
 ) -> np.ndarray:
     """uint8 RGB (crop, crop, 3): bilinear resize so the short side is ``resize``, then centre crop
-    (``crop=None``: the whole resized frame, for training's random crops).
+    (``crop=None``: the whole resized frame, for training's random crops). ``threads``: swscale's (0: one per
+    core; the pixels are the same with any number).
 
     The full-resolution frame is never converted to RGB; swscale scales and converts in one step. Pass one
     ``reformatter`` for all frames of a video: it keeps its swscale context instead of setting one up per
@@ -62,7 +64,8 @@ def resize_and_crop(
     width, height = short_side_size(frame.width, frame.height, resize, sample_aspect)
     if reformatter is None:
         reformatter = VideoReformatter()
-    small = reformatter.reformat(frame, width=width, height=height, format="rgb24", interpolation="BILINEAR")
+    small = reformatter.reformat(frame, width=width, height=height, format="rgb24", interpolation="BILINEAR",
+                                 threads=threads)
     return np.ascontiguousarray(small.to_ndarray() if crop is None else center_crop(small.to_ndarray(), crop))
 
 
