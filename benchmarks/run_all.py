@@ -28,7 +28,7 @@ from models.allocator import keep_freed_memory
 HERE = Path(__file__).resolve().parent
 OLDER = ("bench_decode.py", "bench_backbone.py", "bench_channels_last.py", "bench_bfloat16.py", "bench_core_head.py",
          "bench_render.py", "bench_localise.py", "bench_score.py", "bench_runtime.py",
-         "bench_familiarity.py", "bench_wait.py", "bench_worker_batching.py")
+         "bench_familiarity.py", "bench_wait.py", "bench_worker_batching.py", "bench_subnormals.py")
 ROWS = ("selection", "decode", "demo_backbone", "batch", "full_i3d", "wait")
 
 

@@ -63,6 +63,7 @@ class FeatureExtractor:
         self.preprocessing = preprocessing
         self.clips = clips
         self.clip_batch_size = clip_batch_size
+        self._eager_engine: Backbone | None = self.engine if self.runtime == "torch" else None
         self.fingerprint = feature_fingerprint(weights, config, preprocessing, clips)
 
     @classmethod
@@ -95,13 +96,33 @@ class FeatureExtractor:
         """uint8 frames (T, H, W, 3) -> per-clip features (num_clips, D) on the CPU."""
         return self.from_frames(decoded.frames[None])[0]
 
+    @property
+    def can_share_cores(self) -> bool:
+        """Whether :meth:`from_frames` can run on fewer threads while other work holds cores: an I3D on the CPU,
+        whose eager form follows torch's thread count."""
+        return isinstance(self.backbone, I3D) and self.device.type == "cpu"
+
     @torch.inference_mode()
-    def from_frames(self, frames: np.ndarray) -> torch.Tensor:
+    def from_frames(self, frames: np.ndarray, sharing_cores: bool = False) -> torch.Tensor:
         """Decoded uint8 frames of B videos (B, T, H, W, 3) -> per-clip features (B, num_clips, D) on the CPU.
 
-        All B videos' clips go through the backbone together (``clip_batch_size`` at a time, if set)."""
+        All B videos' clips go through the backbone together (``clip_batch_size`` at a time, if set).
+        ``sharing_cores`` (with :attr:`can_share_cores`): other work of this process holds cores, and the caller
+        has cut torch's threads for it; run the eager form, which follows that count, whatever the runtime.
+        An AOTInductor package keeps the OpenMP thread count it was built with and an ONNX Runtime session
+        its own pool, so they would compete with that work for the cores (docs/fast-path.md: 50 dives
+        pipelined in 1.41 s with the eager form on one thread, 1.78 s with the AOTInductor package, which
+        alone is 1.4 x faster)."""
         video = self.preprocessing.normalize(frames).to(self.device)
         kinetics_range = self.preprocessing.normalization == "kinetics"
-        features = self.engine.extract_clip_features(video, self.clips, batch_size=self.clip_batch_size,
-                                                     check_range=kinetics_range)
+        engine = self._eager() if sharing_cores and self.can_share_cores and self.runtime != "torch" else self.engine
+        features = engine.extract_clip_features(video, self.clips, batch_size=self.clip_batch_size,
+                                                check_range=kinetics_range)
         return features.cpu()
+
+    def _eager(self) -> Backbone:
+        """The I3D's fused eager form, built on first use when another runtime serves."""
+        if self._eager_engine is None:
+            assert isinstance(self.backbone, I3D)
+            self._eager_engine = self.backbone.fused()
+        return self._eager_engine

@@ -144,13 +144,13 @@ class Scorer:
         (the next video, waited for, then up to ``max_batch`` in all that are ready) goes through it in one
         forward pass. How the cores are shared (``models.stream_threads``): one decode runs while this thread
         computes and every decoder while it waits for one (:class:`DecodeSlots`); a lone request's decode uses
-        FFmpeg's own threads, the others one thread each; with the eager torch backbone on the CPU, torch runs
-        with one intra-op thread while a decode is in flight (:data:`DECODES_IN_FLIGHT`). The AOTInductor
-        package ran 14 % slower so (its own OpenMP kernels), and ONNX Runtime keeps threads of its own.
+        FFmpeg's own threads, the others one thread each; on the CPU, while a decode is in flight, the backbone
+        runs in its eager form on one torch thread (:data:`DECODES_IN_FLIGHT`; ``sharing_cores`` of
+        :meth:`FeatureExtractor.from_frames`), whichever runtime serves lone videos.
         """
         pending: deque[tuple[ScoreRequest, Future[DecodedQuery]]] = deque()
         queue = iter(requests)
-        narrow = self.extractor.runtime == "torch" and self.extractor.device.type == "cpu"
+        narrow = self.extractor.can_share_cores
         slots = DecodeSlots(decode_workers)
         submitted = 0
         decoding = False
@@ -179,7 +179,7 @@ class Scorer:
                                 wait([future])
                         error = future.exception()
                         if error is not None:
-                            yield from self._score_ready(ready)
+                            yield from self._score_ready(ready, decoding)
                             ready = []
                             yield request, error
                         else:
@@ -191,36 +191,38 @@ class Scorer:
                     elif decoding and not now_decoding:
                         DECODES_IN_FLIGHT.leave()
                     decoding = now_decoding
-                    yield from self._score_ready(ready)
+                    yield from self._score_ready(ready, decoding)
             finally:
                 if decoding:
                     DECODES_IN_FLIGHT.leave()
                 slots.close()
 
-    def _score_ready(self, ready: list[tuple[ScoreRequest, DecodedQuery]],
+    def _score_ready(self, ready: list[tuple[ScoreRequest, DecodedQuery]], sharing_cores: bool,
                      ) -> Iterator[tuple[ScoreRequest, ScoreResult | Exception]]:
         """One forward pass for the decoded videos; if it fails, each alone, so every failure has its video."""
         if not ready:
             return
         try:
-            results: list[ScoreResult | Exception] = list(self.score_decoded([query for _, query in ready]))
+            results: list[ScoreResult | Exception] = list(
+                self.score_decoded([query for _, query in ready], sharing_cores=sharing_cores))
         except Exception:  # noqa: BLE001 - attributed below, video by video
             results = []
             for _, query in ready:
                 try:
-                    results.append(self.score_decoded([query])[0])
+                    results.append(self.score_decoded([query], sharing_cores=sharing_cores)[0])
                 except Exception as exc:  # noqa: BLE001 - handed to the caller with its video
                     results.append(exc)
         yield from zip((request for request, _ in ready), results)
 
     def score_decoded(self, queries: Sequence[DecodedQuery], exclude_ids: frozenset[str] = frozenset(),
-                      ) -> list[ScoreResult]:
+                      sharing_cores: bool = False) -> list[ScoreResult]:
         """Score decoded videos: all their clips through the backbone in one forward pass, then each one's vote.
 
         A result's ``timings`` give its own decode and voting seconds and an equal share of the forward pass.
+        ``sharing_cores``: decodes hold cores meanwhile (see :meth:`FeatureExtractor.from_frames`).
         """
         start = time.perf_counter()
-        features = self.extractor.from_frames(np.stack([query.decoded.frames for query in queries]))
+        features = self.extractor.from_frames(np.stack([query.decoded.frames for query in queries]), sharing_cores)
         features_seconds = (time.perf_counter() - start) / len(queries)
         results = []
         for query, clip_features in zip(queries, features):

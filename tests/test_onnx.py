@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -14,7 +15,7 @@ from aqa.cli import main
 from models.feature_extractor import FeatureExtractor
 from models.model_dir import BACKBONE_WEIGHTS
 from models.onnx_backbone import ONNX_FILE, ONNX_RECORD, OnnxBackboneError, OnnxExportRecord
-from models.scorer import QueryLabels, Scorer
+from models.scorer import QueryLabels, Scorer, ScoreRequest
 from training.export_onnx import OnnxExportError, export_onnx
 
 
@@ -94,3 +95,34 @@ def test_an_unsupported_opset_is_a_clear_error(tiny_model_dir: Path, tmp_path: P
     with pytest.raises(OnnxExportError, match="opset 11 is not supported"):
         export_onnx(model_dir, opset=11)
     assert not (model_dir / ONNX_FILE).exists()
+
+
+def test_sharing_cores_runs_the_eager_form(exported_model_dir: Path, tiny_dataset: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """ONNX Runtime keeps its own pool (as an AOTInductor package keeps its OpenMP thread count): while a stream's
+    decodes hold cores the I3D's eager form runs instead, with torch's features; alone, the chosen runtime."""
+    extractor = FeatureExtractor.from_model_dir(exported_model_dir, runtime="onnx")
+    reference = FeatureExtractor.from_model_dir(exported_model_dir, runtime="torch")
+    assert extractor.can_share_cores
+    scorer = Scorer.from_dir(exported_model_dir, runtime="onnx")
+    videos = sorted((tiny_dataset / "videos").glob("*.mp4"))[:3]
+    frames = np.stack([scorer.decode(video).decoded.frames for video in videos])
+    onnx_calls: list[int] = []
+    run_onnx = extractor.engine.extract_clip_features
+    monkeypatch.setattr(extractor.engine, "extract_clip_features",
+                        lambda *args, **kwargs: onnx_calls.append(1) or run_onnx(*args, **kwargs))
+    shared = extractor.from_frames(frames, sharing_cores=True)
+    assert onnx_calls == []
+    np.testing.assert_allclose(shared.numpy(), reference.from_frames(frames).numpy(), rtol=0, atol=1e-5)
+    alone = extractor.from_frames(frames)
+    assert onnx_calls == [1]
+    np.testing.assert_allclose(alone.numpy(), shared.numpy(), rtol=0, atol=1e-3)
+
+
+def test_a_pipelined_stream_with_onnx_serving_scores_as_each_video_alone(exported_model_dir: Path,
+                                                                         tiny_dataset: Path) -> None:
+    scorer = Scorer.from_dir(exported_model_dir, runtime="onnx")
+    requests = [ScoreRequest(video, QueryLabels(difficulty=2.8))
+                for video in sorted((tiny_dataset / "videos").glob("*.mp4"))[:8]]
+    for request, outcome in scorer.score_stream(requests, max_batch=2):
+        assert outcome.score == pytest.approx(scorer.score(request.path, request.labels).score, abs=1e-3)
