@@ -81,10 +81,12 @@ class DecodeSlots:
 
 
 class TorchThreadsWhileDecoding:
-    """Torch's intra-op threads cut to one while any pipelined stream of this process has a decode in flight.
+    """Torch's intra-op threads cut to one in a pipelined stream's scoring thread while it has a decode in flight.
 
-    ``torch.set_num_threads`` is process-wide, so concurrent streams (several embedded scoring threads) count
-    themselves in and out: the first in saves the count and sets one, the last out restores it.
+    ``torch.set_num_threads`` sets the calling thread's OpenMP pool (what its convolutions and matrix products
+    use) and a process-wide value (what ``torch.get_num_threads`` reports, whichever thread set it). So each
+    stream cuts and restores its own thread, and the count to restore is read once, when the first of the
+    process's streams comes in: a stream that read it while another had it cut would restore one thread.
     """
 
     def __init__(self) -> None:
@@ -93,17 +95,19 @@ class TorchThreadsWhileDecoding:
         self._saved = 0
 
     def enter(self) -> None:
+        """Called by the scoring thread when its stream has a decode in flight."""
         with self._lock:
             if self._streams == 0:
                 self._saved = torch.get_num_threads()
-                torch.set_num_threads(1)
             self._streams += 1
+        torch.set_num_threads(1)
 
     def leave(self) -> None:
+        """Called by the same thread when its stream has none."""
         with self._lock:
             self._streams -= 1
-            if self._streams == 0:
-                torch.set_num_threads(self._saved)
+            saved = self._saved
+        torch.set_num_threads(saved)
 
 
 DECODES_IN_FLIGHT = TorchThreadsWhileDecoding()

@@ -3,6 +3,7 @@ videos per backbone forward give the scores of scoring each video alone, in orde
 
 from __future__ import annotations
 
+import ctypes
 import shutil
 import threading
 import time
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from models.scorer import QueryLabels, Scorer, ScoreRequest
-from models.stream_threads import DecodeSlots, StreamClosed
+from models.stream_threads import DECODES_IN_FLIGHT, DecodeSlots, StreamClosed
 from video.errors import NotAVideoError
 
 
@@ -165,3 +166,43 @@ def test_a_stream_left_early_decodes_no_more_videos(scorer: Scorer, tiny_dataset
         del scorer.decode
     # the first video, and those in flight at the close; before, all it had queued (10 here) were decoded
     assert len(decoded) <= 5
+
+
+def _openmp_threads_of_this_thread() -> int:
+    """The calling thread's OpenMP pool size, from the runtime torch loaded (torch.get_num_threads reports a
+    process-wide value instead)."""
+    library = next(line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines()
+                   if "libgomp" in line or "libiomp" in line)
+    return int(ctypes.CDLL(library).omp_get_max_threads())
+
+
+def test_each_streams_thread_gets_its_own_pool_back() -> None:
+    """Two scoring threads cut their pools; the first to leave must restore its own (it used to be left on one
+    thread for the rest of the process, because only the last stream out restored, on its own thread)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    both_in, first_out = threading.Barrier(2), threading.Event()
+    seen: dict[str, tuple[int, int]] = {}
+
+    def stream(name: str) -> None:
+        torch.set_num_threads(2)  # this thread's pool as a worker configures it
+        DECODES_IN_FLIGHT.enter()
+        narrowed = _openmp_threads_of_this_thread()
+        both_in.wait(5)
+        if name == "second":
+            first_out.wait(5)
+        DECODES_IN_FLIGHT.leave()
+        if name == "first":
+            first_out.set()
+        seen[name] = (narrowed, _openmp_threads_of_this_thread())
+
+    try:
+        threads = [threading.Thread(target=stream, args=(name,)) for name in ("first", "second")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert seen == {"first": (1, 2), "second": (1, 2)}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
