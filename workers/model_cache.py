@@ -57,7 +57,7 @@ def get_scorer(settings: ServiceSettings, threads: int | None = None) -> Scorer:
     threads = settings.torch_threads if threads is None else threads
     device = select_device(settings.device)
     key = (str(settings.model_dir.resolve()), device, settings.runtime)
-    if threads and torch.get_num_threads() != threads:
+    if threads:  # the calling thread's OpenMP pool: torch.get_num_threads reports another thread's setting
         torch.set_num_threads(threads)
     with _lock:
         scorer = _scorers.get(key)
