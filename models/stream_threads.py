@@ -24,8 +24,8 @@ class StreamClosed(Exception):
 
 
 class DecodeSlots:
-    """When each of one stream's decodes may start: in submission order (tickets 0, 1, 2, ...), while fewer
-    than ``workers`` run if the scoring thread waits for a decode, fewer than ``workers - 1`` (at least one)
+    """When each of one stream's decodes may start: in submission order (tickets 0, 1, 2, ...), with at most
+    ``workers`` running while the scoring thread waits for a decode and at most ``workers - 1`` (at least one)
     while it computes.
 
     The order matters: a pool thread holding an early video must not be passed by one holding a later video,
