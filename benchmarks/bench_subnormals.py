@@ -35,9 +35,13 @@ def main() -> int:
     config = ModelConfig.load(DEMO_MODEL_DIR)
     raw = load_file(str(DEMO_MODEL_DIR / HEAD_WEIGHTS))
     subnormal = sum(int(subnormal_mask(t).sum()) for t in raw.values())
-    heads = {name: CoReScoringHead.from_config(config.backbone.feature_dim, config.labels.scale, config.head_config,
-                                               state)
-             for name, state in (("as_trained", raw), ("flushed", flush_subnormals(raw)))}
+    states = {"as_trained": raw, "flushed": flush_subnormals(raw)}
+
+    def head_with(name: str) -> CoReScoringHead:
+        return CoReScoringHead.from_config(config.backbone.feature_dim, config.labels.scale, config.head_config,
+                                           states[name])
+
+    heads = {name: head_with(name) for name in states}
     bank = ExemplarBank.load(DEMO_MODEL_DIR / BANK_DIR)
     labels = torch.tensor([e.final_score for e in bank.exemplars])
     queries = torch.randint(0, len(bank), (VOTES_PER_CALL,), generator=torch.Generator().manual_seed(0))
@@ -47,8 +51,7 @@ def main() -> int:
                 for q in queries.clamp(max=len(bank) - 11).tolist()]
 
     def training_step(name: str) -> Callable[[], None]:
-        head = CoReScoringHead.from_config(config.backbone.feature_dim, config.labels.scale, config.head_config,
-                                           raw if name == "as_trained" else flush_subnormals(raw)).head.train()
+        head = head_with(name).head.train()  # its own copy: training changes the weights
         optimizer = torch.optim.Adam(head.parameters(), lr=1e-4, foreach=True)
         boundaries = GroupBoundaries.from_list(config.head_config["boundaries"])
         pooled = bank.pooled_features

@@ -111,17 +111,17 @@ class FeatureExtractor:
         has cut torch's threads for it; run the eager form, which follows that count, whatever the runtime.
         An AOTInductor package keeps the OpenMP thread count it was built with and an ONNX Runtime session
         its own pool, so they would compete with that work for the cores (docs/fast-path.md: 50 dives
-        pipelined in 1.41 s with the eager form on one thread, 1.78 s with the AOTInductor package, which
-        alone is 1.4 x faster)."""
+        pipelined in 1.39 s with the eager form on one thread, 1.78-1.97 s with the AOTInductor package,
+        which alone is 1.4 x faster)."""
         video = self.preprocessing.normalize(frames).to(self.device)
         kinetics_range = self.preprocessing.normalization == "kinetics"
-        engine = self._eager() if sharing_cores and self.can_share_cores and self.runtime != "torch" else self.engine
+        engine = self._eager() if sharing_cores and self.can_share_cores else self.engine
         features = engine.extract_clip_features(video, self.clips, batch_size=self.clip_batch_size,
                                                 check_range=kinetics_range)
         return features.cpu()
 
     def _eager(self) -> Backbone:
-        """The I3D's fused eager form, built on first use when another runtime serves."""
+        """The I3D's fused eager form: the serving engine under the torch runtime, else built on first use."""
         if self._eager_engine is None:
             assert isinstance(self.backbone, I3D)
             self._eager_engine = self.backbone.fused()
